@@ -1,0 +1,1 @@
+"""hidyn sub-package."""
