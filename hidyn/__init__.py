@@ -1,2 +1,41 @@
-"""hidyn: high-dimensional learning dynamics, theory and Monte-Carlo behind one spec."""
+"""hidyn: high-dimensional learning dynamics, theory and Monte-Carlo behind one spec.
+
+>>> import hidyn
+>>> sim = hidyn.simulate(model="dln", d=4096)        # finite-d Monte-Carlo, dims (seed, time)
+>>> th = hidyn.theory("dln", ratio=None)              # d -> infinity closed form
+>>> hidyn.compare(hidyn.simulate("dln", d=1024, ratio=None, algorithm="gf")).summary()
+
+``import hidyn`` stays fast: xarray, scipy and the solvers load on first use of the functions below,
+and matplotlib, numba, jax and dask only inside the functions that need them.
+"""
+from __future__ import annotations
+
+import importlib
+
 from hidyn._version import __version__
+
+__all__ = ["__version__", "simulate", "theory", "compare", "save", "load", "models", "Tolerance",
+           "show_versions", "plot"]
+
+_LAZY = {
+    "simulate": "hidyn.api", "theory": "hidyn.api", "compare": "hidyn.api",
+    "save": "hidyn.io", "load": "hidyn.io",
+    "Tolerance": "hidyn.validation.tolerance",
+    "show_versions": "hidyn._versions",
+}
+_SUBMODULES = ("models", "plot", "results", "observables", "io", "rng", "config", "api", "activations",
+               "solvers", "validation")
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    if name in _SUBMODULES:
+        return importlib.import_module(f"hidyn.{name}")
+    raise AttributeError(f"module 'hidyn' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__) | set(_SUBMODULES))

@@ -1,0 +1,210 @@
+"""Public entry points: :func:`simulate`, :func:`theory`, :func:`compare`."""
+from __future__ import annotations
+
+import importlib
+import time as _time
+
+import numpy as np
+
+from hidyn import models, rng
+from hidyn.families import family
+from hidyn.models._base import ModelSpec, check_int, check_real
+from hidyn.results import make_dataset, spec_from_dataset
+
+__all__ = ["simulate", "theory", "compare", "make_times"]
+
+PRECISIONS = ("float64", "float32")
+
+
+def make_times(spec: ModelSpec, *, times=None, t_max=None, n_times: int = 100, spacing: str = "log",
+               first: float | None = None) -> np.ndarray:
+    """Save times: explicit ``times``, or ``n_times`` points on [0, t_max] (log- or linear-spaced).
+
+    Log spacing puts t = 0 first and ``n_times − 1`` geometric points from ``first`` (one step of a
+    discrete algorithm, else t_max·1e-3) to ``t_max``: learning curves span decades.
+    """
+    if times is not None:
+        if t_max is not None:
+            raise ValueError("give either times or t_max, not both")
+        t = np.asarray(times, dtype=np.float64).ravel()
+        if t.size == 0 or not np.all(np.isfinite(t)) or np.any(t < 0) or np.any(np.diff(t) < 0):
+            raise ValueError("times must be a non-empty, sorted array of finite times ≥ 0")
+        return t
+    t_max = spec.default_t_max if t_max is None else check_real("t_max", t_max, 0.0, lo_open=True)
+    n_times = check_int("n_times", n_times, 2)
+    if spacing == "linear":
+        return np.linspace(0.0, t_max, n_times)
+    if spacing != "log":
+        raise ValueError(f"spacing={spacing!r} is invalid: must be 'log' or 'linear'")
+    first = min(first or t_max * 1e-3, t_max)
+    return np.concatenate([[0.0], np.geomspace(first, t_max, n_times - 1)])
+
+
+def _spec(model, params) -> ModelSpec:
+    return models.get(model, **params)
+
+
+def _backend_class(spec: ModelSpec, backend: str):
+    choices = tuple(spec.backends)
+    if backend == "auto":
+        backend = "numpy"  # the reference; faster backends arrive with their own issue
+    if backend not in choices:
+        raise ValueError(f"backend={backend!r} is not available for model {spec.model!r}; "
+                         f"valid: 'auto', {', '.join(map(repr, choices))}")
+    module, _, cls = spec.backends[backend].partition(":")
+    return backend, getattr(importlib.import_module(module), cls)
+
+
+def simulate(model="dln", *, d=None, times=None, t_max=None, n_times: int = 100, spacing: str = "log",
+             seeds=8, seed=None, backend: str = "auto", precision: str = "float64", progress=None,
+             **params):
+    """Monte-Carlo: run the real finite-d dynamics for several seeds and record order parameters.
+
+    Parameters
+    ----------
+    model : str or ModelSpec
+        Registry key (``"dln"``, …; see :func:`hidyn.models.available`) or a spec.
+    d : int, optional
+        Dimension (overrides the spec's ``d``).
+    times, t_max, n_times, spacing
+        Save times: explicit ``times``, or ``n_times`` log- (default) or linear-spaced points on
+        [0, t_max] (default: the family's ``default_t_max``).  Discrete algorithms round them to whole
+        steps; the recorded ``time`` coordinate holds the times really reached.
+    seeds : int or sequence of int
+        Number of seeds, or explicit seed indices (seed i always draws the same stream).
+    seed : int, optional
+        Entropy of the whole run (default 0: reproducible).  Recorded as ``seed_entropy``.
+    backend : str
+        ``"auto"`` or a backend name of the model (``"numpy"``).
+    precision : {"float64", "float32"}
+    progress : bool or None
+        Progress bar (``None``: only on a terminal).
+    **params
+        Spec fields (see the family's spec class, e.g. :class:`hidyn.models.DLNSpec`).
+
+    Returns
+    -------
+    xarray.Dataset
+        Variables with dims (``seed``, ``time``, …) as in :mod:`hidyn.results`; attrs record the spec,
+        backend, precision, seed entropy, wall time and per-seed divergence times (−1: none).
+    """
+    from hidyn.solvers.mc import driver
+
+    if d is not None:
+        params["d"] = d
+    spec = _spec(model, params)
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision={precision!r} is invalid: must be one of {PRECISIONS}")
+    name, cls = _backend_class(spec, backend)
+    be = cls(spec, precision)
+    idx = rng.seed_indices(seeds)
+    driver.check_memory(be.memory_bytes(idx.size), f"simulate({spec.model!r}, d={getattr(spec, 'd', '?')}, "
+                        f"seeds={idx.size})", "use fewer seeds, a smaller d, or run seeds in batches "
+                        "(seeds=[0, 1], then seeds=[2, 3], ...) and xr.concat the results")
+    t = make_times(spec, times=times, t_max=t_max, n_times=n_times, spacing=spacing,
+                   first=be.time_per_step)
+    start = _time.perf_counter()
+    actual, data, info = driver.run(be, rng.seed_sequences(seed, idx), t, progress=progress,
+                                    desc=f"{spec.model} d={getattr(spec, 'd', '')}")
+    wall = _time.perf_counter() - start
+    dims = {k: ("seed", "time") + tuple(extra) for k, extra in be.variables.items()}
+    attrs = {"method": "monte_carlo", "backend": name, "precision": precision,
+             **{k: v for k, v in spec.to_dict().items() if not isinstance(v, (list, dict))},
+             "config_json": spec.to_json(), "seed_entropy": str(rng._entropy(seed)),
+             "n_seeds": int(idx.size), "wall_time_s": wall, "time_units": spec.time_units, **info}
+    return make_dataset({k: (dims[k], v) for k, v in data.items()},
+                        {"seed": idx, "time": actual}, attrs, model=spec.model)
+
+
+def theory(model="dln", *, method: str = "auto", times=None, t_max=None, n_times: int = 100,
+           spacing: str = "log", init=None, **params):
+    """The d → ∞ theory of a model, on the same variables and units as :func:`simulate`.
+
+    Parameters
+    ----------
+    model : str or ModelSpec
+    method : str
+        ``"auto"`` picks the most exact method available (closed form > ODE > DMFT); the family
+        module lists the others (``hidyn.families.<model>.METHODS``).
+    times, t_max, n_times, spacing
+        As in :func:`simulate`.
+    init : xarray.Dataset or dict, optional
+        Families whose theory starts from measured order parameters accept a simulation result or a
+        dict of initial overlaps (see the family's docs).  Its spec fields become defaults.
+    **params
+        Spec fields, plus method options.
+
+    Returns
+    -------
+    xarray.Dataset with dims (``time``, …)
+    """
+    import xarray as xr
+
+    if isinstance(init, xr.Dataset):
+        base = spec_from_dataset(init)
+        fields = set(base.field_names())
+        spec = base.replace(**{k: v for k, v in params.items() if k in fields})
+        options = {k: v for k, v in params.items() if k not in fields}
+        if times is None and t_max is None:
+            times = init["time"].values
+    else:
+        cls = models.spec_class(model) if isinstance(model, str) else type(model)
+        fields = set(cls.field_names())
+        spec = _spec(model, {k: v for k, v in params.items() if k in fields})
+        options = {k: v for k, v in params.items() if k not in fields}
+    fam = family(spec.model)
+    chosen = fam.auto_method(spec) if method == "auto" else method
+    if chosen not in fam.METHODS:
+        avail = ", ".join(map(repr, fam.METHODS))
+        if method == "auto":
+            raise NotImplementedError(f"no theory method is implemented yet for {spec.model!r} with "
+                                      f"these parameters (auto chose {chosen!r}); available: {avail}")
+        raise ValueError(f"method={method!r} is not a theory method of {spec.model!r}; valid: 'auto', {avail}")
+    if init is not None:
+        options["init"] = init
+    t = make_times(spec, times=times, t_max=t_max, n_times=n_times, spacing=spacing)
+    start = _time.perf_counter()
+    data_vars, extra = fam.METHODS[chosen](spec, t, **options)
+    wall = _time.perf_counter() - start
+    t_out = extra.pop("time", t)
+    attrs = {"method": chosen, **{k: v for k, v in spec.to_dict().items() if not isinstance(v, (list, dict))},
+             "config_json": spec.to_json(), "wall_time_s": wall, "time_units": spec.time_units, **extra}
+    coords = {"time": t_out, **extra.pop("coords", {})}
+    return make_dataset(data_vars, coords, attrs, model=spec.model)
+
+
+def compare(empirical, theory_ds=None, /, *, variables=None, tolerance=None, method: str = "auto"):
+    """Compare a Monte-Carlo result with its d → ∞ theory.
+
+    Parameters
+    ----------
+    empirical : xarray.Dataset
+        Output of :func:`simulate` (dims ``seed``, ``time``).
+    theory_ds : xarray.Dataset, optional
+        Output of :func:`theory`.  When omitted it is computed from the simulation's recorded spec at
+        the simulation's times (``method`` picks the theory).
+    variables : list of str, optional
+        Default: every variable the two share.
+    tolerance : Tolerance, optional
+        Default: the family's default for this spec (see ``hidyn.families.<model>.default_tolerance``).
+
+    Returns
+    -------
+    Comparison
+        ``.data``, ``.passed``, ``.summary()``, ``.assert_ok()``.
+    """
+    from hidyn.validation.compare import compare_datasets
+
+    spec = spec_from_dataset(empirical)
+    fam = family(spec.model)
+    if theory_ds is None:
+        th_spec = fam.theory_spec_for(spec) if hasattr(fam, "theory_spec_for") else spec
+        theory_ds = theory(th_spec, method=method, times=empirical["time"].values,
+                           **({"init": empirical} if getattr(family(spec.model), "THEORY_NEEDS_INIT", False)
+                              else {}))
+    if variables is None and hasattr(fam, "default_variables"):
+        variables = [v for v in fam.default_variables(spec) if v in theory_ds.data_vars]
+    if tolerance is None:
+        tolerance = fam.default_tolerance(spec, empirical) if hasattr(fam, "default_tolerance") else None
+    return compare_datasets(empirical, theory_ds, variables=variables, tolerance=tolerance,
+                            d=getattr(spec, "d", None))

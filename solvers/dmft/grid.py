@@ -1,0 +1,488 @@
+"""Causal two-time grid utilities shared by hidyn's discrete-time DMFT solvers.
+
+A discrete-time DMFT (dln.md §5; Gerbelot et al., arXiv:2210.06591) lives on a grid k = 0..T and
+couples a single-coordinate ("d-side") process to a linear single-sample ("n-side") process through
+two-time kernels.  Because every kernel is *causal*, the equations can be solved in one forward pass
+over k (dln.md §5.2): at step k only row k of each kernel is new, and it depends on rows < k only.
+This module owns the parts of that pass that do not depend on the model family:
+
+* :class:`CausalKernels` -- storage of a symmetric correlation C(k, l) and a strictly lower-triangular
+  response R(k, j), filled row by row, with the structure of dln.md §10 pitfall 8 enforced.
+* :func:`resolvent_row` and :class:`ResidualKernels` -- the n-side algebra of dln.md §5.1:
+  M = (I + R_β/δ)^{-1} by forward substitution and C_r = M (C_Δ + σ² 11ᵀ) Mᵀ, one row at a time.
+* :class:`IncrementalCholesky` -- row-by-row Cholesky factor of a growing covariance with a *relative*
+  pivot cutoff (dln.md §10 pitfall 5).
+* :class:`CausalGaussianSampler` -- turns white noise fixed per sample into a Gaussian process
+  ζ^k = Σ_{j≤k} L[k, j] z_j whose covariance is revealed one row at a time.
+* :class:`CausalTangentHistory` -- per-sample storage of forward-mode tangents ∂x^l/∂h^j (j < l) in a
+  blocked lower-triangular layout, with the memory contraction Σ_l c_l ∂x^l/∂h^j needed by the
+  response equations (dln.md §5.2 step 2).
+
+Conventions: arrays of samples are laid out with the sample index *last* (shape (..., K)), so that a
+sum over past times is one matrix-vector product.  Kernels are float64.
+
+References
+----------
+C. Gerbelot, E. Troiani, F. Mignacco, F. Krzakala, L. Zdeborová, "Rigorous dynamical mean field
+theory for stochastic gradient descent methods", arXiv:2210.06591.
+M. Celentano, C. Cheng, A. Montanari, "The high-dimensional asymptotics of first order methods with
+random data", arXiv:2112.07572.
+"""
+from __future__ import annotations
+
+import numpy as np
+from scipy.linalg import solve_triangular
+
+__all__ = [
+    "CausalKernels",
+    "resolvent_row",
+    "sandwich_row",
+    "ResidualKernels",
+    "IncrementalCholesky",
+    "CausalGaussianSampler",
+    "CausalTangentHistory",
+    "tangent_history_nbytes",
+    "DEFAULT_PIVOT_RTOL",
+]
+
+#: Default relative pivot cutoff of the incremental Cholesky (dln.md §10 pitfall 5: results are
+#: independent of the value in 1e-8..1e-4, while 1e-12 lets rounding errors grow).
+DEFAULT_PIVOT_RTOL = 1e-8
+
+
+def _check_row(name: str, row, expected: int) -> np.ndarray:
+    row = np.asarray(row, dtype=np.float64)
+    if row.shape != (expected,):
+        raise ValueError(f"{name} must have shape ({expected},), got {row.shape}")
+    return row
+
+
+class CausalKernels:
+    """Correlation C(k, l) (symmetric) and response R(k, j) (strictly lower) on a time grid.
+
+    Rows are filled in increasing k.  ``set_C_row(k, row)`` writes C[k, :k+1] and mirrors it into
+    column k, so C stays exactly symmetric; ``set_R_row(k, row)`` writes R[k, :k] and R[k, k:] stays 0
+    (a response to a force applied at j can only appear at times k > j: dln.md §5.1, §10 pitfall 8).
+
+    Parameters
+    ----------
+    n_times : int
+        Number of grid points T + 1.
+
+    Attributes
+    ----------
+    C : ndarray, shape (n_times, n_times)
+        Symmetric correlation; entries of rows not yet filled are 0.
+    R : ndarray, shape (n_times, n_times)
+        Strictly lower-triangular response.
+    n_filled : int
+        Number of rows k for which both C and R were set (rows 0..n_filled-1).
+    """
+
+    def __init__(self, n_times: int):
+        n_times = int(n_times)
+        if n_times < 1:
+            raise ValueError(f"n_times must be >= 1, got {n_times}")
+        self.n_times = n_times
+        self.C = np.zeros((n_times, n_times))
+        self.R = np.zeros((n_times, n_times))
+        self._c_rows = np.zeros(n_times, dtype=bool)
+        self._r_rows = np.zeros(n_times, dtype=bool)
+
+    @property
+    def n_filled(self) -> int:
+        done = self._c_rows & self._r_rows
+        return int(np.argmin(done)) if not done.all() else self.n_times
+
+    def _check_k(self, k: int, filled: np.ndarray, what: str) -> int:
+        k = int(k)
+        if not 0 <= k < self.n_times:
+            raise ValueError(f"row k must be in [0, {self.n_times - 1}], got {k}")
+        if k > 0 and not filled[k - 1]:
+            # Causality of the one-pass scheme: row k may only be computed from rows < k.
+            raise ValueError(f"{what} row {k} set before row {k - 1}")
+        return k
+
+    def set_C_row(self, k: int, row) -> None:
+        """Set C[k, l] = C[l, k] = row[l] for l = 0..k.
+
+        Parameters
+        ----------
+        k : int
+        row : array_like, shape (k + 1,)
+        """
+        k = self._check_k(k, self._c_rows, "C")
+        row = _check_row("C row", row, k + 1)
+        self.C[k, : k + 1] = row
+        self.C[: k + 1, k] = row
+        self._c_rows[k] = True
+
+    def set_R_row(self, k: int, row) -> None:
+        """Set R[k, j] = row[j] for j = 0..k-1; R[k, j >= k] stays exactly 0.
+
+        Parameters
+        ----------
+        k : int
+        row : array_like, shape (k,)
+        """
+        k = self._check_k(k, self._r_rows, "R")
+        row = _check_row("R row", row, k)
+        self.R[k, :k] = row
+        self.R[k, k:] = 0.0
+        self._r_rows[k] = True
+
+    def check_causal(self) -> None:
+        """Raise ``AssertionError`` if C is not exactly symmetric or R has a non-zero on/above the diagonal."""
+        if not np.array_equal(self.C, self.C.T):
+            raise AssertionError("C is not symmetric")
+        if np.any(np.triu(self.R) != 0):
+            raise AssertionError("R has non-zero entries on or above the diagonal (acausal)")
+
+
+def resolvent_row(R_row, M_prev, ratio: float) -> np.ndarray:
+    """Row k of M = (I + R/δ)^{-1} by forward substitution (dln.md §5.1, n-side).
+
+    Because R is strictly lower-triangular, M is unit lower-triangular and
+    M[k, :k] = -(1/δ) Σ_{m<k} R[k, m] M[m, :k]  (from (I + R/δ) M = I), which needs rows < k of M only.
+
+    Parameters
+    ----------
+    R_row : array_like, shape (k,)
+        R[k, :k].
+    M_prev : ndarray, shape (>= k, >= k)
+        Array whose leading k x k block holds rows 0..k-1 of M.
+    ratio : float
+        δ = n/d > 0.
+
+    Returns
+    -------
+    ndarray, shape (k + 1,)
+        M[k, :k+1] (last entry 1).
+    """
+    R_row = np.asarray(R_row, dtype=np.float64)
+    k = R_row.shape[0]
+    out = np.empty(k + 1)
+    if k:
+        out[:k] = -(R_row @ M_prev[:k, :k]) / ratio
+    out[k] = 1.0
+    return out
+
+
+def sandwich_row(M, S, k: int) -> np.ndarray:
+    """Row k of M S Mᵀ for lower-triangular M, using rows 0..k of M and the leading block of S.
+
+    Parameters
+    ----------
+    M : ndarray, shape (>= k+1, >= k+1)
+        Lower-triangular (rows 0..k valid).
+    S : ndarray, shape (>= k+1, >= k+1)
+        Symmetric (leading (k+1) x (k+1) block valid).
+    k : int
+
+    Returns
+    -------
+    ndarray, shape (k + 1,)
+        (M S Mᵀ)[k, l] for l = 0..k.
+    """
+    w = M[k, : k + 1] @ S[: k + 1, : k + 1]  # (M S)[k, b], b <= k
+    return M[: k + 1, : k + 1] @ w  # Σ_b (M S)[k, b] M[l, b]
+
+
+class ResidualKernels:
+    """n-side kernels of dln.md §5.1: M = (I + R_β/δ)^{-1} and C_r = M (C_Δ + σ² 11ᵀ) Mᵀ.
+
+    The single-sample residual is r = M (ω − σ ξ 1) with ω ~ GP(0, C_Δ), ξ ~ N(0, 1); M is the
+    response of r to its own input and C_r its covariance.  Rows are computed causally.
+
+    Parameters
+    ----------
+    n_times : int
+        T + 1.
+    ratio : float
+        δ = n/d > 0.
+    noise : float
+        Label-noise standard deviation σ >= 0.
+
+    Attributes
+    ----------
+    M : ndarray, shape (n_times, n_times)
+        Unit lower-triangular residual response.
+    C_r : ndarray, shape (n_times, n_times)
+        Symmetric residual covariance; C_r[k, k] is the training error E_tr(k) of dln.md §5.1.
+    """
+
+    def __init__(self, n_times: int, ratio: float, noise: float):
+        if not ratio > 0:
+            raise ValueError(f"ratio must be > 0, got {ratio}")
+        if not noise >= 0:
+            raise ValueError(f"noise must be >= 0, got {noise}")
+        self.n_times = int(n_times)
+        self.ratio = float(ratio)
+        self.noise = float(noise)
+        self.M = np.zeros((self.n_times, self.n_times))
+        self.C_r = np.zeros((self.n_times, self.n_times))
+        self._S = np.zeros((self.n_times, self.n_times))  # C_Δ + σ² 11ᵀ
+        self.n_filled = 0
+
+    def update(self, k: int, C_delta_row, R_beta_row) -> np.ndarray:
+        """Compute row k of M and C_r from row k of C_Δ (length k+1) and of R_β (length k).
+
+        Returns
+        -------
+        ndarray, shape (k + 1,)
+            C_r[k, :k+1].
+        """
+        k = int(k)
+        if k != self.n_filled:
+            raise ValueError(f"rows must be filled in order: expected k = {self.n_filled}, got {k}")
+        c = _check_row("C_delta row", C_delta_row, k + 1) + self.noise**2
+        self._S[k, : k + 1] = c
+        self._S[: k + 1, k] = c
+        self.M[k, : k + 1] = resolvent_row(_check_row("R_beta row", R_beta_row, k), self.M, self.ratio)
+        row = sandwich_row(self.M, self._S, k)
+        self.C_r[k, : k + 1] = row
+        self.C_r[: k + 1, k] = row
+        self.n_filled = k + 1
+        return row
+
+
+def residual_kernels(C_delta, R_beta, ratio: float, noise: float):
+    """Whole-matrix version of :class:`ResidualKernels` (used for jackknife error bars).
+
+    Parameters
+    ----------
+    C_delta : ndarray, shape (n, n)
+    R_beta : ndarray, shape (n, n), strictly lower-triangular
+    ratio, noise : float
+
+    Returns
+    -------
+    M, C_r : ndarray, shape (n, n)
+    """
+    n = C_delta.shape[0]
+    A = np.eye(n) + np.tril(R_beta, -1) / ratio
+    M = solve_triangular(A, np.eye(n), lower=True, unit_diagonal=True)
+    C_r = M @ (C_delta + noise**2) @ M.T
+    return M, 0.5 * (C_r + C_r.T)
+
+
+class IncrementalCholesky:
+    """Row-by-row Cholesky factor Q = L Lᵀ of a growing PSD matrix with a relative pivot cutoff.
+
+    At row k the conditional variance of the new coordinate given the previous ones is
+    v_k = Q[k, k] − Σ_j L[k, j]².  If v_k <= pivot_rtol · Q[k, k] (relative to the *marginal* variance)
+    the pivot is set to 0: the new coordinate is treated as a deterministic function of the past and
+    column k of L stays 0 for all later rows.  Without this cut, the rounding residues of a numerically
+    low-rank covariance (the DMFT's C_r/δ loses 10 decades within ~15 modes) become tiny pivots that
+    amplify rounding errors in every later row (dln.md §10 pitfall 5).
+
+    Parameters
+    ----------
+    n : int
+        Maximal number of rows.
+    pivot_rtol : float, optional
+        Relative cutoff in [0, 1); default 1e-8.
+
+    Attributes
+    ----------
+    L : ndarray, shape (n, n)
+        Lower-triangular factor (rows 0..n_rows-1 valid).
+    cut : ndarray of bool, shape (n,)
+        True where a pivot was cut.
+    n_rows : int
+    """
+
+    def __init__(self, n: int, pivot_rtol: float = DEFAULT_PIVOT_RTOL):
+        if not 0.0 <= pivot_rtol < 1.0:
+            raise ValueError(f"pivot_rtol must be in [0, 1), got {pivot_rtol}")
+        self.n = int(n)
+        self.pivot_rtol = float(pivot_rtol)
+        self.L = np.zeros((self.n, self.n))
+        self.cut = np.zeros(self.n, dtype=bool)
+        self.n_rows = 0
+
+    @property
+    def rank(self) -> int:
+        """Number of pivots kept so far."""
+        return int(self.n_rows - self.cut[: self.n_rows].sum())
+
+    def add_row(self, q_row) -> np.ndarray:
+        """Append row k = n_rows, given Q[k, :k+1]; return L[k, :k+1].
+
+        Parameters
+        ----------
+        q_row : array_like, shape (k + 1,)
+        """
+        k = self.n_rows
+        if k >= self.n:
+            raise ValueError(f"factor already has its {self.n} rows")
+        q = _check_row("q_row", q_row, k + 1)
+        active = np.flatnonzero(~self.cut[:k])
+        row = np.zeros(k + 1)
+        if active.size:
+            # Columns of cut pivots are identically 0, so the forward substitution only runs over
+            # the kept pivots, whose sub-factor is triangular with a positive diagonal.
+            L_aa = self.L[np.ix_(active, active)]
+            row[active] = solve_triangular(L_aa, q[active], lower=True, check_finite=False)
+        var = q[k] - row[:k] @ row[:k]
+        if q[k] > 0 and var > self.pivot_rtol * q[k]:
+            row[k] = np.sqrt(var)
+        else:
+            row[k] = 0.0
+            self.cut[k] = True
+        self.L[k, : k + 1] = row
+        self.n_rows = k + 1
+        return row
+
+
+class CausalGaussianSampler:
+    """Causal sampler of a centred Gaussian process from white noise fixed per sample.
+
+    With z_j iid N(0, 1) per sample (drawn once), ζ^k = Σ_{j≤k} L[k, j] z_j where L is the
+    incremental Cholesky factor of the covariance Q revealed row by row.  ζ^k therefore depends only
+    on z_0..z_k and on Q[:k+1, :k+1] (dln.md §5.2 step 4).
+
+    Parameters
+    ----------
+    white_noise : ndarray, shape (n_times, K)
+        z[j, i] for grid point j and sample i.
+    pivot_rtol : float, optional
+        Relative pivot cutoff of :class:`IncrementalCholesky`.
+
+    Attributes
+    ----------
+    chol : IncrementalCholesky
+    """
+
+    def __init__(self, white_noise, pivot_rtol: float = DEFAULT_PIVOT_RTOL):
+        z = np.asarray(white_noise)
+        if z.ndim != 2:
+            raise ValueError(f"white_noise must have shape (n_times, K), got {z.shape}")
+        self.z = z
+        self.chol = IncrementalCholesky(z.shape[0], pivot_rtol)
+
+    def next(self, q_row) -> np.ndarray:
+        """Extend the covariance by Q[k, :k+1] (k = rows so far) and return ζ^k, shape (K,)."""
+        k = self.chol.n_rows
+        row = self.chol.add_row(q_row)
+        return row @ self.z[: k + 1]
+
+
+def _block_edges(n_rows: int, block: int) -> list[tuple[int, int]]:
+    # Rows 1..n_rows-1 carry tangents (row 0 has no earlier kick), grouped in blocks of `block` rows.
+    return [(a, min(a + block, n_rows)) for a in range(1, n_rows, block)]
+
+
+def tangent_history_nbytes(n_times: int, n_samples: int, itemsize: int, block: int = 16) -> int:
+    """Bytes held by a :class:`CausalTangentHistory` with these sizes (for memory checks).
+
+    Parameters
+    ----------
+    n_times : int
+        T + 1.
+    n_samples : int
+        K.
+    itemsize : int
+        4 (float32) or 8 (float64).
+    block : int
+        Rows per storage block.
+    """
+    return sum((b - a) * (b - 1) for a, b in _block_edges(n_times, block)) * n_samples * itemsize
+
+
+class CausalTangentHistory:
+    """Per-sample forward-mode tangents D[l, j, i] = ∂x_i^l/∂h^j, j < l, with a memory contraction.
+
+    Storage is lower-triangular in blocks of ``block`` rows: the block holding rows l ∈ [a, b) is one
+    contiguous array of shape (b − a, b − 1, K), since row l only has columns j < l <= b − 1.  Total
+    memory is ≈ K T²/2 (1 + block/T) items, half of the square layout, and the memory contraction
+    Σ_l c_l D[l, j] is one matrix-vector product per block.
+
+    Parameters
+    ----------
+    n_times : int
+        T + 1; rows l = 1..T are stored (row 0 has no tangents).
+    n_samples : int
+        K.
+    dtype : numpy dtype, optional
+        float32 halves memory and time (dln.md §10 pitfall 7: float64 gives the same curves to 1e-5).
+    block : int, optional
+        Rows per storage block.
+    """
+
+    def __init__(self, n_times: int, n_samples: int, dtype=np.float64, block: int = 16):
+        self.n_times = int(n_times)
+        self.n_samples = int(n_samples)
+        self.dtype = np.dtype(dtype)
+        self.block = int(block)
+        self._edges = _block_edges(self.n_times, self.block)
+        self._blocks = [np.zeros((b - a, b - 1, self.n_samples), dtype=self.dtype) for a, b in self._edges]
+        self.n_rows = 1  # row 0 is implicitly zero
+
+    @property
+    def nbytes(self) -> int:
+        return sum(blk.nbytes for blk in self._blocks)
+
+    def _locate(self, l: int) -> tuple[int, int]:
+        bi = (l - 1) // self.block
+        return bi, l - self._edges[bi][0]
+
+    def append(self, rows) -> None:
+        """Store row l = n_rows: rows[j, i] = ∂x_i^l/∂h^j for j < l.
+
+        Parameters
+        ----------
+        rows : array_like, shape (l, K)
+        """
+        l = self.n_rows
+        if l >= self.n_times:
+            raise ValueError(f"history already holds its {self.n_times} rows")
+        rows = np.asarray(rows)
+        if rows.shape != (l, self.n_samples):
+            raise ValueError(f"rows must have shape ({l}, {self.n_samples}), got {rows.shape}")
+        bi, r = self._locate(l)
+        self._blocks[bi][r, :l] = rows
+        self.n_rows = l + 1
+
+    def row(self, l: int) -> np.ndarray:
+        """View of the stored row l, shape (l, K)."""
+        if not 1 <= l < self.n_rows:
+            raise ValueError(f"row {l} not stored (rows 1..{self.n_rows - 1})")
+        bi, r = self._locate(l)
+        return self._blocks[bi][r, :l]
+
+    def contract(self, weights, out=None) -> np.ndarray:
+        """Σ_{l=j+1}^{k} weights[l] · D[l, j, :] for j = 0..k-1, with k = n_rows − 1.
+
+        This is the memory term of the response equations, e.g. δg^k_j = Σ_l M[k, l] δβ^l_j
+        (dln.md §5.2 step 2).  Entries D[l, j] with j >= l are stored as exact zeros, so each block is
+        contracted as a dense matrix-vector product.
+
+        Parameters
+        ----------
+        weights : array_like, shape (k + 1,)
+            weights[0] is ignored (row 0 has no tangents).
+        out : ndarray, shape (>= k, K), optional
+            Destination (its first k rows are overwritten).
+
+        Returns
+        -------
+        ndarray, shape (k, K), dtype of the history
+        """
+        k = self.n_rows - 1
+        w = np.asarray(weights, dtype=self.dtype)
+        if w.shape != (k + 1,):
+            raise ValueError(f"weights must have shape ({k + 1},), got {w.shape}")
+        if out is None:
+            out = np.zeros((k, self.n_samples), dtype=self.dtype)
+        else:
+            out = out[:k]
+            out[...] = 0
+        for (a, b), blk in zip(self._edges, self._blocks):
+            if a > k:
+                break
+            hi = min(b, k + 1)  # rows a..hi-1 are filled
+            ncol = min(b - 1, k)
+            sub = blk[: hi - a, :ncol, :].reshape(hi - a, ncol * self.n_samples)
+            out[:ncol] += (w[a:hi] @ sub).reshape(ncol, self.n_samples)
+        return out

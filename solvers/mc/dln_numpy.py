@@ -1,0 +1,206 @@
+"""Reference numpy Monte-Carlo backend for diagonal linear networks (dln.md §2).
+
+The weights are kept as w± (uv: w± = (u ± v)/2; pm: the pm weights), with β = w+² − w−².  In these
+coordinates every algorithm of §2.2 is one line:
+
+* GD / SGD:  w± ← w±·(1 ∓ c·η·g), with c = 1 (uv: identical to u ← u − ηvg, v ← v − ηug) or 2 (pm);
+* gradient flow, in mirror coordinates (§10 pitfall 1): w+ = w+(0)e^{c·s}, w− = w−(0)e^{−c·s} with
+  ṡ = −g, integrated by ``solve_ivp`` — exact reparametrisation, not stiff as α → 0.
+
+Gradients (loss L = (1/(2δ))‖y − Xβ‖²):
+
+* full batch: g = (1/δ)Xᵀ(Xβ − y);  minibatch: g = (d/B)X_Bᵀ(X_Bβ − y_B) on B distinct random rows;
+* population (``ratio=None``, GD/GF): g = β − β* exactly;
+* online SGD (``ratio=None``, SGD): B fresh rows x ~ N(0, I/d) per step.  g depends on the rows only
+  through X_Bᵀr, which is drawn *exactly in law* with O(B + d) normals instead of B·d: with
+  e = Δβ/‖Δβ‖, a_μ = x_μ·Δβ ~ N(0, ‖Δβ‖²/d), r_μ = a_μ − σξ_μ, and the part of each row orthogonal to e
+  independent of a, X_Bᵀr = e·Σ_μ r_μ a_μ/‖Δβ‖ + (‖r‖/√d)(z − (z·e)e) with z ~ N(0, I_d).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy.integrate import solve_ivp
+
+from hidyn.models.dln import DLNSpec, initial_pq
+from hidyn.observables import dln_observables, dln_train_loss
+
+__all__ = ["DLNNumpyBackend", "draw_teacher", "GF_RTOL", "GF_ATOL"]
+
+GF_RTOL = 1e-8
+GF_ATOL = 1e-10
+_EXP_CLIP = 700.0  # e^{±700} is the float64 range: keeps sinh-like growth finite (pitfall 1)
+
+
+def draw_teacher(rng: np.random.Generator, d: int, sparsity: float, teacher: str,
+                 exact: bool = True) -> np.ndarray:
+    """β* of shape (d,): round(ρd) (or Bernoulli(ρ)) nonzeros, ±1 or N(0, 1) (dln.md §2.1)."""
+    if exact:
+        k = int(round(sparsity * d))
+        support = np.zeros(d, dtype=bool)
+        support[rng.permutation(d)[:k]] = True
+    else:
+        support = rng.random(d) < sparsity
+    k = int(support.sum())
+    vals = rng.choice([-1.0, 1.0], size=k) if teacher == "rademacher" else rng.standard_normal(k)
+    out = np.zeros(d)
+    out[support] = vals
+    return out
+
+
+class DLNNumpyBackend:
+    """Seeds-vectorised numpy DLN simulator; see the module docstring for the update rules."""
+
+    name = "numpy"
+    variables = {k: () for k in ("train_loss", "test_loss", "overlap", "norm1", "norm2", "tpr", "fpr")}
+
+    def __init__(self, spec: DLNSpec, precision: str = "float64"):
+        self.spec = spec
+        self.dtype = np.dtype(precision)
+        self.continuous = spec.algorithm == "gf"
+        self.time_per_step = None if self.continuous else spec.lr
+        if spec.algorithm == "sgd" and spec.ratio is None and spec.batch_size is None:
+            raise ValueError("batch_size is required for online SGD (ratio=None, algorithm='sgd'): "
+                             "an integer ≥ 1 (rows per step)")
+
+    # -- contract ---------------------------------------------------------------------------------
+    def memory_bytes(self, n_seeds: int) -> int:
+        s = self.spec
+        per_seed = 8 * s.d * 8
+        if s.ratio is not None:
+            per_seed += s.n * s.d * self.dtype.itemsize + 3 * s.n * 8
+        return n_seeds * per_seed
+
+    def init(self, seed_sequences):
+        s = self.spec
+        rngs = [np.random.Generator(np.random.PCG64(ss)) for ss in seed_sequences]
+        beta_star = np.stack([draw_teacher(r, s.d, s.sparsity, s.teacher, s.exact_sparsity) for r in rngs])
+        state = {"rngs": rngs, "beta_star": beta_star.astype(self.dtype), "t": 0.0, "r": None}
+        if s.ratio is not None:
+            X = np.empty((len(rngs), s.n, s.d), dtype=self.dtype)
+            y = np.empty((len(rngs), s.n), dtype=self.dtype)
+            for i, r in enumerate(rngs):
+                X[i] = r.standard_normal((s.n, s.d)) / math.sqrt(s.d)
+                y[i] = X[i] @ beta_star[i] + s.noise * r.standard_normal(s.n)
+            state.update(X=X, y=y)
+        p0, q0 = initial_pq(s)
+        shape = beta_star.shape
+        state["wp0"] = np.full(shape, math.sqrt(p0), dtype=self.dtype)
+        state["wm0"] = np.full(shape, math.sqrt(q0), dtype=self.dtype)
+        if self.continuous:
+            state["s"] = np.zeros(shape)
+        else:
+            state["wp"] = state["wp0"].copy()
+            state["wm"] = state["wm0"].copy()
+        return state
+
+    def advance(self, state, n):
+        if self.continuous:
+            return self._flow(state, float(n))
+        s = self.spec
+        c = s.clock
+        for _ in range(int(n)):
+            beta = state["wp"] ** 2 - state["wm"] ** 2
+            if s.algorithm == "gd":
+                g = self._full_gradient(state, beta)
+            elif s.ratio is None:
+                g = self._online_gradient(state, beta)
+            else:
+                g = self._minibatch_gradient(state, beta)
+            step = (c * s.lr) * g
+            state["wp"] *= 1.0 - step
+            state["wm"] *= 1.0 + step
+            state["r"] = None
+        return state
+
+    def observe(self, state):
+        beta = self._beta(state)
+        obs = dln_observables(beta, state["beta_star"], self.spec.noise)
+        if self.spec.ratio is None:
+            obs["train_loss"] = obs["test_loss"].copy()
+        else:
+            obs["train_loss"] = dln_train_loss(self._residual(state, beta))
+        return {k: np.asarray(obs[k], dtype=np.float64) for k in self.variables}
+
+    def attrs(self, state):
+        out = {"teacher_norm2": np.mean(state["beta_star"] ** 2, axis=-1).astype(np.float64)}
+        if self.continuous:
+            out.update(gf_integrator="DOP853 in mirror coordinates", gf_rtol=GF_RTOL, gf_atol=GF_ATOL)
+        return out
+
+    # -- helpers ----------------------------------------------------------------------------------
+    def _beta(self, state):
+        if self.continuous:
+            cs = np.clip(self.spec.clock * state["s"], -_EXP_CLIP / 2, _EXP_CLIP / 2)
+            return (state["wp0"] ** 2) * np.exp(2 * cs) - (state["wm0"] ** 2) * np.exp(-2 * cs)
+        return state["wp"] ** 2 - state["wm"] ** 2
+
+    def _residual(self, state, beta):
+        """r = Xβ − y, cached until the weights change (GD reuses the one computed for a save)."""
+        if state["r"] is None:
+            state["r"] = np.matmul(state["X"], beta[..., None])[..., 0] - state["y"]
+        return state["r"]
+
+    def _full_gradient(self, state, beta):
+        if self.spec.ratio is None:
+            return beta - state["beta_star"]
+        r = self._residual(state, beta)
+        return np.matmul(r[:, None, :], state["X"])[:, 0, :] / self.spec.ratio
+
+    def _minibatch_gradient(self, state, beta):
+        s = self.spec
+        B = s.batch
+        g = np.empty_like(beta)
+        for i, rng in enumerate(state["rngs"]):
+            rows = rng.choice(s.n, size=B, replace=False)
+            Xb = state["X"][i, rows]
+            rb = Xb @ beta[i] - state["y"][i, rows]
+            g[i] = (s.d / B) * (rb @ Xb)
+        return g
+
+    def _online_gradient(self, state, beta):
+        s = self.spec
+        B, d = s.batch, s.d
+        delta = beta - state["beta_star"]
+        g = np.empty_like(beta)
+        for i, rng in enumerate(state["rngs"]):
+            norm = float(np.sqrt(delta[i] @ delta[i]))
+            a = rng.standard_normal(B) * (norm / math.sqrt(d))
+            r = a - s.noise * rng.standard_normal(B)
+            z = rng.standard_normal(d).astype(beta.dtype, copy=False)
+            if norm > 0:
+                e = delta[i] / norm
+                z = z - (z @ e) * e
+                xr = e * ((r @ a) / norm)
+            else:
+                xr = 0.0
+            g[i] = (d / B) * (xr + (np.sqrt(r @ r) / math.sqrt(d)) * z)
+        return g
+
+    def _flow(self, state, duration):
+        s = self.spec
+        shape = state["s"].shape
+        p0 = state["wp0"].astype(np.float64) ** 2
+        q0 = state["wm0"].astype(np.float64) ** 2
+        c = s.clock
+
+        def rhs(_t, flat):
+            sv = np.clip(c * flat.reshape(shape), -_EXP_CLIP / 2, _EXP_CLIP / 2)
+            beta = p0 * np.exp(2 * sv) - q0 * np.exp(-2 * sv)
+            if s.ratio is None:
+                g = beta - state["beta_star"]
+            else:
+                r = np.matmul(state["X"], beta[..., None].astype(self.dtype))[..., 0] - state["y"]
+                g = np.matmul(r[:, None, :], state["X"])[:, 0, :] / s.ratio
+            return -np.asarray(g, dtype=np.float64).ravel()
+
+        sol = solve_ivp(rhs, (state["t"], state["t"] + duration), state["s"].ravel(), method="DOP853",
+                        rtol=GF_RTOL, atol=GF_ATOL)
+        if sol.status < 0:
+            raise RuntimeError(f"gradient-flow integration failed at t = {sol.t[-1]:.6g}: {sol.message}")
+        state["s"] = sol.y[:, -1].reshape(shape)
+        state["t"] += duration
+        state["nfev"] = state.get("nfev", 0) + sol.nfev
+        state["r"] = None
+        return state

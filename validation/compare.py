@@ -1,0 +1,140 @@
+"""Line up a Monte-Carlo result with its d → ∞ theory: mean ± SEM, residual, z-score, pass/fail."""
+from __future__ import annotations
+
+import numpy as np
+import xarray as xr
+
+from hidyn.validation.tolerance import Tolerance
+
+__all__ = ["Comparison", "compare_datasets"]
+
+
+class Comparison:
+    """Theory vs Monte-Carlo, variable by variable.
+
+    Attributes
+    ----------
+    data : xarray.Dataset
+        For each compared variable ``X``: ``X_mean``, ``X_sem`` (combined MC and theory standard error),
+        ``X_theory``, ``X_residual`` (mean − theory), ``X_z`` (residual / SEM) and ``X_ok``.
+    tolerance : Tolerance
+    d : int or None
+        Dimension used in the finite-size term.
+    """
+
+    def __init__(self, data: xr.Dataset, variables, tolerance: Tolerance, d):
+        self.data = data
+        self.variables = tuple(variables)
+        self.tolerance = tolerance
+        self.d = d
+
+    @property
+    def passed(self) -> bool:
+        """True when every compared point is within the tolerance."""
+        return all(bool(self.data[f"{v}_ok"].all()) for v in self.variables)
+
+    def table(self) -> list[dict]:
+        rows = []
+        for v in self.variables:
+            res = np.abs(self.data[f"{v}_residual"].values)
+            z = np.abs(self.data[f"{v}_z"].values)
+            theory = np.abs(self.data[f"{v}_theory"].values)
+            finite = np.isfinite(res)
+            worst = int(np.nanargmax(np.where(finite, res, -np.inf))) if finite.any() else 0
+            times = np.broadcast_to(self.data["time"].values.reshape(
+                (-1,) + (1,) * (res.ndim - 1)), res.shape).ravel()
+            rows.append({
+                "variable": v,
+                "max_abs_residual": float(np.nanmax(res)) if finite.any() else float("nan"),
+                # relative to the variable's scale, not pointwise (theory values cross zero)
+                "max_rel_residual": float(np.nanmax(res) / max(np.nanmax(theory), 1e-300))
+                if finite.any() else float("nan"),
+                "max_abs_z": float(np.nanmax(np.where(np.isfinite(z), z, np.nan))) if np.isfinite(z).any()
+                else float("nan"),
+                "worst_time": float(times[worst]),
+                "passed": bool(self.data[f"{v}_ok"].all()),
+            })
+        return rows
+
+    def summary(self, file=None) -> str:
+        """Print (and return) a one-line-per-variable table."""
+        tol = self.tolerance
+        head = (f"theory vs Monte-Carlo (d={self.d}, tolerance z={tol.z:g}·SEM + {tol.c:g}·d^-{tol.p:g}"
+                f" + {tol.atol:g} + {tol.rtol:g}·|theory|)")
+        lines = [head, f"{'variable':<12}{'max|res|':>12}{'res/scale':>10}{'max|z|':>9}{'at t':>10}  pass"]
+        for r in self.table():
+            lines.append(f"{r['variable']:<12}{r['max_abs_residual']:>12.3e}{r['max_rel_residual']:>10.2%}"
+                         f"{r['max_abs_z']:>9.2f}{r['worst_time']:>10.4g}  {'yes' if r['passed'] else 'NO'}")
+        lines.append(f"overall: {'PASSED' if self.passed else 'FAILED'}")
+        text = "\n".join(lines)
+        print(text, file=file)
+        return text
+
+    def assert_ok(self):
+        """Raise AssertionError with the summary table when any point is out of tolerance."""
+        if not self.passed:
+            import io
+
+            buf = io.StringIO()
+            raise AssertionError("theory and Monte-Carlo disagree:\n" + self.summary(file=buf))
+
+    def __repr__(self):
+        return f"<Comparison of {', '.join(self.variables)}: {'passed' if self.passed else 'FAILED'}>"
+
+
+def compare_datasets(empirical: xr.Dataset, theory: xr.Dataset, *, variables=None,
+                     tolerance: Tolerance | None = None, d=None) -> Comparison:
+    """Compare a Monte-Carlo Dataset (dims seed, time, ...) with a theory Dataset (dims time, ...).
+
+    The theory is interpolated (linearly) onto the simulation's times when its time grid differs.
+    A theory variable ``X_sem`` (sampled theories such as the DMFT) adds in quadrature to the MC SEM.
+    """
+    tolerance = tolerance or Tolerance()
+    if variables is None:
+        variables = [v for v in empirical.data_vars
+                     if v in theory.data_vars and not v.endswith("_sem") and "time" in empirical[v].dims
+                     and set(theory[v].dims) <= set(empirical[v].dims)]
+    else:
+        variables = list(variables)
+        for v in variables:
+            for name, ds in (("simulation", empirical), ("theory", theory)):
+                if v not in ds.data_vars:
+                    raise ValueError(f"variable {v!r} is not in the {name} result; it has "
+                                     f"{', '.join(map(str, ds.data_vars))}")
+    if not variables:
+        raise ValueError("the simulation and the theory share no variable to compare")
+    t_sim = empirical["time"].values
+    if theory.sizes.get("time") != t_sim.size or not np.allclose(theory["time"].values, t_sim,
+                                                                   rtol=1e-12, atol=1e-12):
+        theory = theory.interp(time=t_sim)
+    else:
+        theory = theory.assign_coords(time=t_sim)
+    if d is None:
+        d = empirical.attrs.get("d")
+    out = {}
+    n_seeds = empirical.sizes.get("seed", 1)
+    for v in variables:
+        emp = empirical[v]
+        if "seed" in emp.dims:
+            mean = emp.mean("seed")
+            sem = emp.std("seed", ddof=1) / np.sqrt(n_seeds) if n_seeds > 1 else xr.zeros_like(mean)
+        else:
+            mean = emp
+            sem = empirical[f"{v}_sem"] if f"{v}_sem" in empirical else xr.zeros_like(mean)
+        th = theory[v]
+        if f"{v}_sem" in theory:
+            sem = np.sqrt(sem ** 2 + theory[f"{v}_sem"] ** 2)
+        resid = mean - th
+        bound = tolerance.bound(sem, th, d)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            z = resid / sem
+        out[f"{v}_mean"] = mean
+        out[f"{v}_sem"] = sem
+        out[f"{v}_theory"] = th
+        out[f"{v}_residual"] = resid
+        out[f"{v}_z"] = z
+        # a NaN anywhere (divergence) is a failure, never a silent pass
+        out[f"{v}_ok"] = (np.abs(resid) <= bound) & np.isfinite(resid)
+    data = xr.Dataset(out)
+    data.attrs.update({"tolerance": str(tolerance.to_dict()), "d": -1 if d is None else int(d)})
+    return Comparison(data, variables, tolerance, None if d is None else int(d))
