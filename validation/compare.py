@@ -116,8 +116,8 @@ def compare_datasets(empirical: xr.Dataset, theory: xr.Dataset, *, variables=Non
     for v in variables:
         emp = empirical[v]
         if "seed" in emp.dims:
-            mean = emp.mean("seed")
-            sem = emp.std("seed", ddof=1) / np.sqrt(n_seeds) if n_seeds > 1 else xr.zeros_like(mean)
+            mean = emp.mean("seed", skipna=False)  # a diverged seed must fail, not vanish
+            sem = emp.std("seed", ddof=1, skipna=False) / np.sqrt(n_seeds) if n_seeds > 1 else xr.zeros_like(mean)
         else:
             mean = emp
             sem = empirical[f"{v}_sem"] if f"{v}_sem" in empirical else xr.zeros_like(mean)

@@ -20,8 +20,10 @@ __all__ = ["ModelSpec", "check_int", "check_real", "check_choice", "check_bool"]
 def check_int(name: str, value, lo: int | None = None, hi: int | None = None) -> int:
     """Return ``value`` as an int in [lo, hi] or raise a ValueError naming ``name``."""
     rng = f"an integer in [{lo if lo is not None else '-inf'}, {hi if hi is not None else 'inf'}]"
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        if isinstance(value, numbers.Real) and float(value).is_integer():
+    if isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name}={value!r} is invalid: must be {rng}")
+    if not isinstance(value, numbers.Integral):
+        if isinstance(value, numbers.Real) and math.isfinite(value) and float(value).is_integer():
             value = int(value)
         else:
             raise ValueError(f"{name}={value!r} is invalid: must be {rng}")

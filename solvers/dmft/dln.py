@@ -62,6 +62,7 @@ TEACHERS = ("rademacher", "gauss")
 INITS = ("pesme", "pm", "balanced")
 PARAMETRIZATIONS = ("uv", "pm")
 TANGENT_DTYPES = ("float32", "float64")
+ERROR_METHODS = ("replicas", "jackknife")
 #: Absolute threshold on |β| used by `tpr` and `fpr` (dln.md §2.2).
 SUPPORT_THRESHOLD = 0.5
 _BLOCK = 16  # rows per block of the tangent history (grid.CausalTangentHistory)
@@ -173,8 +174,11 @@ class SingleSiteEnsemble:
     stores ∂β^l/∂h^j for all l (the response history), because the field's memory term makes the
     tangent of g^k depend on the whole past:  δg^k = Σ_{l≤k} M[k, l] δβ^l  (ζ is independent of h).
 
+    The samples may be split into ``n_groups`` contiguous groups of equal size, each driven by its own
+    memory kernel M (independent DMFT closures run in one vectorised pass).
+
     Usage per step k: read :attr:`beta`; call :meth:`record_tangents` (returns ∂β^k/∂h^j, j < k);
-    then :meth:`step` with the field g^k and row k of M.
+    then :meth:`step` with the field g^k and row k of M (one row per group).
 
     Parameters
     ----------
@@ -188,13 +192,18 @@ class SingleSiteEnsemble:
         η.
     parametrization : {"uv", "pm"}
     tangent_dtype : {"float32", "float64"}
+    n_groups : int, optional
+        Number of sample groups with separate memory kernels (K must be a multiple).
     """
 
     def __init__(self, beta_star, a0: float, b0: float, n_steps: int, lr: float,
-                 parametrization: str = "uv", tangent_dtype: str = "float64"):
+                 parametrization: str = "uv", tangent_dtype: str = "float64", n_groups: int = 1):
         self.beta_star = np.asarray(beta_star, dtype=np.float64)
         K = self.beta_star.shape[0]
+        if n_groups < 1 or K % n_groups:
+            raise ValueError(f"n_groups ({n_groups}) must divide the number of samples ({K})")
         self.K, self.T, self.lr = K, int(n_steps), float(lr)
+        self.G, self.Kg = int(n_groups), K // int(n_groups)
         self.parametrization = parametrization
         self.tdtype = np.dtype(tangent_dtype)
         self.a = np.full(K, float(a0))
@@ -205,8 +214,12 @@ class SingleSiteEnsemble:
         self._dG = np.zeros((T, K), dtype=self.tdtype)
         self._t1 = np.zeros((T, K), dtype=self.tdtype)
         self._t2 = np.zeros((T, K), dtype=self.tdtype)
-        self.history = CausalTangentHistory(self.T + 1, K, self.tdtype, block=_BLOCK)
+        self.histories = [CausalTangentHistory(self.T + 1, self.Kg, self.tdtype, block=_BLOCK)
+                          for _ in range(self.G)]
         self.k = 0
+
+    def _group(self, g: int) -> slice:
+        return slice(g * self.Kg, (g + 1) * self.Kg)
 
     @property
     def beta(self) -> np.ndarray:
@@ -214,12 +227,16 @@ class SingleSiteEnsemble:
         return _beta_of(self.a, self.b, self.parametrization)
 
     def record_tangents(self) -> np.ndarray:
-        """Compute, store and return ∂β^k/∂h^j for j < k, shape (k, K) (k = current step >= 1)."""
+        """Compute, store and return ∂β^k/∂h^j for j < k, shape (k, K) (k = current step).
+
+        Must be called exactly once per step, before :meth:`step`.  The returned array is a work
+        buffer, valid until the next :meth:`step`.
+        """
         k = self.k
+        if self.histories[0].n_rows != max(k, 1):
+            raise RuntimeError("record_tangents must be called once per step, before step()")
         if k == 0:
             return np.zeros((0, self.K), dtype=self.tdtype)
-        if self.history.n_rows != k:
-            raise RuntimeError("record_tangents must be called once per step, before step()")
         a = self.a.astype(self.tdtype)
         b = self.b.astype(self.tdtype)
         out = self._t1[:k]
@@ -229,30 +246,37 @@ class SingleSiteEnsemble:
         else:  # δβ = 2 (w+ δw+ − w− δw−)
             np.multiply(self.dA[:k], 2 * a, out=out)
             out -= self.dB[:k] * (2 * b)
-        self.history.append(out)
-        return self.history.row(k)
+        for g, hist in enumerate(self.histories):
+            hist.append(out[:, self._group(g)])
+        return out
 
-    def step(self, g, M_row) -> None:
-        """GD step k → k+1 of states and tangents given the field g^k and M[k, :k+1].
+    def step(self, g, M_rows) -> None:
+        """GD step k → k+1 of states and tangents given the field g^k and row k of M.
 
         Parameters
         ----------
         g : ndarray, shape (K,)
             g^k = ζ^k + Σ_l M[k, l] Δβ^l for each sample.
-        M_row : ndarray, shape (k + 1,)
+        M_rows : ndarray, shape (k + 1,) or (n_groups, k + 1)
+            M[k, :k+1] of each group's closure.
         """
         k, eta = self.k, self.lr
         if k >= self.T:
             raise RuntimeError(f"all {self.T} steps done")
-        if self.history.n_rows != k + 1 and k > 0:
+        if k > 0 and self.histories[0].n_rows != k + 1:
             raise RuntimeError("call record_tangents() before step()")
+        M_rows = np.atleast_2d(np.asarray(M_rows, dtype=np.float64))
+        if M_rows.shape != (self.G, k + 1):
+            raise ValueError(f"M_rows must have shape ({self.G}, {k + 1}), got {M_rows.shape}")
         a, b = self.a, self.b
         td = self.tdtype
         g32, a32, b32 = g.astype(td), a.astype(td), b.astype(td)
         if k > 0:
             dA, dB = self.dA[:k], self.dB[:k]
             # Memory term of the tangent (dln.md §5.2 step 2): δg^k_j = Σ_{l=j+1}^{k} M[k,l] δβ^l_j.
-            dG = self.history.contract(M_row, out=self._dG)
+            dG = self._dG[:k]
+            for gi, hist in enumerate(self.histories):
+                hist.contract(M_rows[gi], out=dG[:, self._group(gi)])
             t1, t2 = self._t1[:k], self._t2[:k]
             if self.parametrization == "uv":
                 # δu' = δu − η(δv g + v δg),  δv' = δv − η(δu g + u δg)   (simultaneous update)
@@ -272,7 +296,7 @@ class SingleSiteEnsemble:
                 dB *= (1 + 2 * eta * g).astype(td)
                 np.multiply(dG, (2 * eta * b).astype(td), out=t2)
                 dB += t2
-        # Kick at j = k: the force enters as g − h, it acts on the k → k+1 update only.
+        # Kick at j = k: the force enters as g − h and acts on the k → k+1 update only.
         if self.parametrization == "uv":
             self.dA[k] = eta * b
             self.dB[k] = eta * a
@@ -343,7 +367,9 @@ def estimate_memory(n_samples: int, n_steps: int, tangent_dtype: str = "float32"
     dict
         ``tangent_history`` (K ∂β^l/∂h^j, j < l), ``tangent_state`` (∂(a, b)/∂h^j and three work
         arrays of shape (T, K)), ``samples`` (Δβ history and white noise, float64 (T+1, K)),
-        ``kernels`` (per-batch C_Δ and R_β plus M, C_r, L, (T+1)² float64 each) and ``total``.
+        ``kernels`` (per-batch C_Δ and R_β plus C_Δ, R_β, M, C_r, L per closure, (T+1)² float64
+        each) and ``total``.  The replica pass of ``error_method="replicas"`` runs after the main
+        pass with the same total K, so the peak is the same.
     """
     it = np.dtype(tangent_dtype).itemsize
     n = n_steps + 1
@@ -351,7 +377,7 @@ def estimate_memory(n_samples: int, n_steps: int, tangent_dtype: str = "float32"
         "tangent_history": tangent_history_nbytes(n, n_samples, it, _BLOCK),
         "tangent_state": 5 * max(n_steps, 1) * n_samples * it,
         "samples": 2 * n * n_samples * 8 + 12 * n_samples * 8,
-        "kernels": (2 * n_batches + 8) * n * n * 8,
+        "kernels": (8 * n_batches + 8) * n * n * 8,
     }
     out["total"] = sum(out.values())
     return out
@@ -421,18 +447,145 @@ def _check_memory(n_samples, n_steps, tangent_dtype, n_batches, memory_budget_gb
 # ----------------------------------------------------------------------------------------------------
 # solver
 # ----------------------------------------------------------------------------------------------------
-def _jackknife(estimates, full=None) -> np.ndarray:
-    """Jackknife standard error from leave-one-batch-out estimates, shape (n_batches, ...)."""
-    nb = estimates.shape[0]
-    dev = estimates - estimates.mean(axis=0)
-    return np.sqrt((nb - 1) / nb * np.sum(dev**2, axis=0))
+def _one_pass(beta_star, z, *, n_groups, n_batches, a0, b0, ratio, noise, lr, n_steps, parametrization,
+              tangent_dtype, pivot_rtol, eta_max, progress, desc):
+    """One causal forward pass (dln.md §5.2) of ``n_groups`` independent closures.
+
+    The K samples are split into n_groups contiguous groups (one DMFT closure each: its own C_Δ, R_β,
+    M, C_r and ζ) and into n_batches contiguous batches (n_batches a multiple of n_groups) over which
+    per-batch kernels and sums are kept for error bars.
+
+    Returns
+    -------
+    dict with C, R, M, C_r (G, n, n); Cb, Rb (B, n, n) per-batch C_Δ and R_β; sums[key] (B, n) for
+    overlap, norm1, norm2, tp, fp; n_supp (B,); ranks (G,); diverged_at (int, -1 if none).
+    """
+    K, G, B, T = beta_star.shape[0], n_groups, n_batches, n_steps
+    n, Kb, Kg, bpg = T + 1, K // B, K // G, B // G
+    ens = SingleSiteEnsemble(beta_star, a0, b0, T, lr, parametrization, tangent_dtype, n_groups=G)
+    grp = [slice(g * Kg, (g + 1) * Kg) for g in range(G)]
+    bat = [slice(g * bpg, (g + 1) * bpg) for g in range(G)]
+    samplers = [CausalGaussianSampler(z[:, grp[g]], pivot_rtol) for g in range(G)]
+    kerns = [CausalKernels(n) for _ in range(G)]
+    resid = [ResidualKernels(n, ratio, noise) for _ in range(G)]
+    dbeta = np.zeros((n, K))  # Δβ^l history: C_Δ rows and the memory term of g
+    Cb = np.zeros((B, n, n))
+    Rb = np.zeros((B, n, n))
+    sums = {key: np.full((B, n), np.nan) for key in ("overlap", "norm1", "norm2", "tp", "fp")}
+    supp = (beta_star != 0).reshape(B, Kb)
+    bs = beta_star.reshape(B, Kb)
+    diverged_at = -1
+
+    steps = range(n)
+    if progress:
+        from tqdm.auto import tqdm
+        steps = tqdm(steps, desc=desc, total=n)
+    for k in steps:
+        beta = ens.beta
+        if not np.all(np.isfinite(beta)):
+            diverged_at = k
+            warnings.warn(f"DMFT trajectories diverged at step {k} (t = {lr * k:g}); later times are NaN. "
+                          f"Lower lr (stability bound {eta_max:.4g}).", RuntimeWarning, stacklevel=3)
+            break
+        dbeta[k] = beta - beta_star
+        # step 1: row k of C_Δ, per batch (equal batch sizes, so a group's row is the batch mean)
+        hist_b = dbeta[: k + 1].reshape(k + 1, B, Kb).transpose(1, 0, 2)  # (B, k+1, Kb)
+        cb = np.matmul(hist_b, dbeta[k].reshape(B, Kb, 1))[..., 0] / Kb  # (B, k+1)
+        Cb[:, k, : k + 1] = cb
+        Cb[:, : k + 1, k] = cb
+        # step 2: per-sample tangents ∂β^k/∂h^j (their memory term was propagated in ens.step);
+        # R_β comes from the SAME samples as C_Δ (dln.md §10 pitfall 6)
+        tang = ens.record_tangents()  # (k, K)
+        rb = tang.reshape(k, B, Kb).mean(axis=2, dtype=np.float64)  # (k, B)
+        Rb[:, k, :k] = rb.T
+        cr_rows = []
+        for g in range(G):
+            kerns[g].set_C_row(k, cb[bat[g]].mean(axis=0))
+            kerns[g].set_R_row(k, rb[:, bat[g]].mean(axis=1))
+            # step 3: rows k of M = (I + R_β/δ)^{-1} and C_r = M (C_Δ + σ²) Mᵀ
+            cr_rows.append(resid[g].update(k, kerns[g].C[k, : k + 1], kerns[g].R[k, :k]))
+        # separable observables of the single site (dln.md §2.2)
+        bb = beta.reshape(B, Kb)
+        sums["overlap"][:, k] = (bb * bs).sum(axis=1)
+        sums["norm1"][:, k] = np.abs(bb).sum(axis=1)
+        sums["norm2"][:, k] = (bb * bb).sum(axis=1)
+        big = np.abs(bb) > SUPPORT_THRESHOLD
+        sums["tp"][:, k] = (big & supp).sum(axis=1)
+        sums["fp"][:, k] = (big & ~supp).sum(axis=1)
+        if k == T:
+            break
+        field = np.empty(K)
+        for g in range(G):
+            # step 4: ζ^k from row k of the incremental Cholesky of C_r/δ (relative pivot cutoff)
+            zeta = samplers[g].next(cr_rows[g] / ratio)
+            # step 5: g^k = ζ^k + Σ_{l≤k} M[k,l] Δβ^l (M[k,k] = 1: instantaneous term)
+            field[grp[g]] = zeta + resid[g].M[k, : k + 1] @ dbeta[: k + 1, grp[g]]
+        ens.step(field, np.stack([resid[g].M[k, : k + 1] for g in range(G)]))
+
+    return {
+        "C": np.stack([kr.C for kr in kerns]), "R": np.stack([kr.R for kr in kerns]),
+        "M": np.stack([r.M for r in resid]), "C_r": np.stack([r.C_r for r in resid]),
+        "Cb": Cb, "Rb": Rb, "sums": sums, "n_supp": supp.sum(axis=1).astype(float),
+        "ranks": [s.chol.rank for s in samplers], "diverged_at": diverged_at, "Kb": Kb,
+    }
+
+
+def _group_curves(p: dict, noise: float, n_groups: int) -> dict:
+    """Scalar curves of each closure of a pass, shape (n_groups, n)."""
+    B = p["Cb"].shape[0]
+    bpg = B // n_groups
+    out = {"train_loss": np.diagonal(p["C_r"], axis1=1, axis2=2).copy(),
+           "test_loss": np.diagonal(p["C"], axis1=1, axis2=2) + noise**2}
+    grp = {key: v.reshape(n_groups, bpg, -1).sum(axis=1) for key, v in p["sums"].items()}
+    n_s = p["n_supp"].reshape(n_groups, bpg).sum(axis=1)[:, None]
+    Kg = bpg * p["Kb"]
+    for key in ("overlap", "norm1", "norm2"):
+        out[key] = grp[key] / Kg
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out["tpr"] = np.where(n_s > 0, grp["tp"] / np.maximum(n_s, 1), np.nan)
+        out["fpr"] = np.where(n_s < Kg, grp["fp"] / np.maximum(Kg - n_s, 1), np.nan)
+    return out
+
+
+def _jackknife_sems(p: dict, ratio: float, noise: float) -> dict:
+    """Jackknife (leave one batch out) standard errors of a single-closure pass.
+
+    Every sample of the closure is driven by the same estimated field statistics, so this measures
+    the sampling error of the averages at fixed ζ/M statistics only.
+    """
+    B, n = p["Cb"].shape[:2]
+    Kb = p["Kb"]
+    kmax = n if p["diverged_at"] < 0 else p["diverged_at"]
+    Csum, Rsum = p["Cb"].sum(axis=0), p["Rb"].sum(axis=0)
+    tot = {key: v.sum(axis=0) for key, v in p["sums"].items()}
+    ns_tot = p["n_supp"].sum()
+    loo = {key: np.full((B, n), np.nan) for key in _SCALARS}
+    for i in range(B):
+        C_i = (Csum - p["Cb"][i]) / (B - 1)
+        R_i = (Rsum - p["Rb"][i]) / (B - 1)
+        loo["train_loss"][i, :kmax] = np.diag(residual_kernels(C_i[:kmax, :kmax], R_i[:kmax, :kmax],
+                                                               ratio, noise)[1])
+        loo["test_loss"][i] = np.diag(C_i) + noise**2
+        for key in ("overlap", "norm1", "norm2"):
+            loo[key][i] = (tot[key] - p["sums"][key][i]) / ((B - 1) * Kb)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            loo["tpr"][i] = (tot["tp"] - p["sums"]["tp"][i]) / (ns_tot - p["n_supp"][i])
+            loo["fpr"][i] = (tot["fp"] - p["sums"]["fp"][i]) / ((B - 1) * Kb - (ns_tot - p["n_supp"][i]))
+    sems = {}
+    for key in _SCALARS:
+        dev = loo[key] - loo[key].mean(axis=0)
+        sems[key] = np.sqrt((B - 1) / B * np.sum(dev**2, axis=0))
+    # For linear statistics the jackknife equals the standard error of the batch means.
+    sems["C_delta"] = p["Cb"].std(axis=0, ddof=1) / math.sqrt(B)
+    sems["R_beta"] = p["Rb"].std(axis=0, ddof=1) / math.sqrt(B)
+    return sems
 
 
 def solve(*, ratio: float, sparsity: float, teacher: str = "rademacher", noise: float = 0.0,
           init_scale: float, init: str = "pesme", parametrization: str = "uv", lr: float, n_steps: int,
           n_samples: int = 16000, seed=0, n_batches: int = 8, tangent_dtype: str = "float32",
           memory_budget_gb: float = 4.0, pivot_rtol: float = DEFAULT_PIVOT_RTOL,
-          progress: bool = False) -> dict:
+          error_method: str = "replicas", progress: bool = False) -> dict:
     """Solve the discrete-time DMFT of GD on a DLN in one causal forward pass (dln.md §5.2).
 
     Parameters
@@ -453,21 +606,31 @@ def solve(*, ratio: float, sparsity: float, teacher: str = "rademacher", noise: 
         β = u ⊙ v or β = w+² − w−² (pm clock: time runs twice as fast as uv, not converted).
     lr : float
         GD step η > 0; the output grid is t_k = η k.  A RuntimeWarning is issued above the stability
-        bound of :func:`gd_stability_bound`.
+        bound of :func:`gd_stability_bound` (evaluated with the largest sampled |β*|).
     n_steps : int
         T >= 1.
     n_samples : int
-        K single-site samples (shared by C_Δ and R_β, dln.md §10 pitfall 6); a multiple of n_batches.
+        K single-site samples of the main closure (shared by C_Δ and R_β, dln.md §10 pitfall 6); a
+        multiple of n_batches.
     seed : int or numpy.random.SeedSequence
         Seeds teacher samples and white noise.
     n_batches : int
-        Number of sample batches for the jackknife standard errors (>= 2).
+        Number of batches / replicas for the standard errors (>= 2).
     tangent_dtype : {"float32", "float64"}
-        Precision of the response tangents (the trajectories and kernels are always float64).
+        Precision of the response tangents (trajectories and kernels are always float64).
     memory_budget_gb : float
         Refuse (ValueError) if :func:`estimate_memory` exceeds it.
     pivot_rtol : float
         Relative pivot cutoff of the incremental Cholesky of C_r/δ (dln.md §10 pitfall 5).
+    error_method : {"replicas", "jackknife"}
+        How the ``_sem`` outputs are estimated.  ``"replicas"`` (default) runs a second pass of
+        n_batches *independent* closures of K/n_batches samples each and reports their standard
+        deviation / √n_batches; since the Monte-Carlo error of a closure scales like K^{-1/2}, this
+        estimates the error of the K-sample solve including the error that feeds back through the
+        estimated kernels into ζ and M.  Costs twice the time (same peak memory).
+        ``"jackknife"`` leaves one batch of the main closure out at a time: free, but it only sees
+        the sampling error at fixed field statistics and underestimates late-time errors (measured
+        2-4x on E_tr at t = 10, δ ∈ {0.5, 2}).
     progress : bool
         Show a tqdm progress bar.
 
@@ -478,31 +641,29 @@ def solve(*, ratio: float, sparsity: float, teacher: str = "rademacher", noise: 
         ``train_loss`` (T+1,) E_tr = C_r[k, k];  ``test_loss`` (T+1,) E_te = C_Δ[k, k] + σ²;
         ``overlap``, ``norm1``, ``norm2`` (T+1,) E β*β, E|β|, E β²;
         ``tpr``, ``fpr`` (T+1,) P(|β| > 0.5 | β* ≠ 0), P(|β| > 0.5 | β* = 0) (NaN if undefined);
-        ``C_delta``, ``R_beta``, ``M``, ``C_r`` (T+1, T+1) kernels of dln.md §5.1;
-        ``<name>_sem`` for each scalar curve and for ``C_delta``, ``R_beta``: jackknife standard errors
-        over the n_batches sample batches.  They measure the sampling error of the averages at fixed
-        field statistics; the error that feeds back through the estimated kernels into ζ and M is
-        not included (estimate it from independent seeds);
+        ``C_delta``, ``R_beta``, ``M``, ``C_r`` (T+1, T+1) kernels of dln.md §5.1 (M unit
+        lower-triangular, R_β strictly lower-triangular);
+        ``<name>_sem`` for each scalar curve and for ``C_delta`` and ``R_beta`` (see error_method);
         ``info`` dict (netCDF-safe): parameters, n_samples, n_steps, lr, pivot_rtol,
-        memory_estimate_bytes, n_pivots_kept, gd_stability_bound, wall_time_s, diverged_at_step (-1).
+        memory_estimate_bytes, n_pivots_kept, gd_stability_bound, error_method, wall_time_s,
+        diverged_at_step (-1 if none).  After a divergence every output is NaN from that step on.
     """
     t_start = _time.perf_counter()
     _validate(ratio, sparsity, teacher, noise, init_scale, init, parametrization, lr, n_steps,
               n_samples, n_batches, tangent_dtype, memory_budget_gb, pivot_rtol)
+    if error_method not in ERROR_METHODS:
+        raise ValueError(f"error_method must be one of {ERROR_METHODS}, got {error_method!r}")
     mem_est = _check_memory(n_samples, n_steps, tangent_dtype, n_batches, memory_budget_gb)
 
     ss = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
-    rng_teacher, rng_noise = (np.random.default_rng(s) for s in ss.spawn(2))
+    rngs = [np.random.default_rng(s) for s in ss.spawn(4)]
     K, T, nb = int(n_samples), int(n_steps), int(n_batches)
-    Kb, n = K // nb, T + 1
-    beta_star = sample_teacher(rng_teacher, teacher, sparsity, nb, Kb)
+    n = T + 1
     a0, b0 = initial_state(init, parametrization, init_scale)
-    if parametrization == "uv":
-        Delta = a0**2 - b0**2
-    else:
-        Delta = 4 * a0 * b0  # u² − v² with u = w+ + w−, v = w+ − w−
+    Delta = a0**2 - b0**2 if parametrization == "uv" else 4 * a0 * b0  # u² − v², u = w+ + w−, v = w+ − w−
     beta0 = float(_beta_of(a0, b0, parametrization))
-    beta_max = max(float(np.max(np.abs(beta_star))) if K else 0.0, abs(beta0))
+    beta_star = sample_teacher(rngs[0], teacher, sparsity, nb, K // nb)
+    beta_max = max(float(np.max(np.abs(beta_star))), abs(beta0))
     eta_max = gd_stability_bound(ratio, beta_max, Delta, parametrization)
     if lr >= eta_max:
         warnings.warn(
@@ -510,109 +671,40 @@ def solve(*, ratio: float, sparsity: float, teacher: str = "rademacher", noise: 
             f"{eta_max:.4g} (dln.md §10 pitfall 4; δ={ratio:g}, β_max={beta_max:.3g}, Δ={Delta:.3g}, "
             f"c={1 if parametrization == 'uv' else 2}); GD may oscillate or diverge and its implicit bias "
             f"differs from gradient flow.", RuntimeWarning, stacklevel=2)
+    common = dict(a0=a0, b0=b0, ratio=ratio, noise=noise, lr=lr, n_steps=T, parametrization=parametrization,
+                  tangent_dtype=tangent_dtype, pivot_rtol=pivot_rtol, eta_max=eta_max, progress=progress)
 
-    ens = SingleSiteEnsemble(beta_star, a0, b0, T, lr, parametrization, tangent_dtype)
-    z = rng_noise.standard_normal((n, K))  # white noise fixed per sample (dln.md §5.2 step 4)
-    sampler = CausalGaussianSampler(z, pivot_rtol)
-    kern = CausalKernels(n)
-    res = ResidualKernels(n, ratio, noise)
-    dbeta = np.zeros((n, K))  # Δβ^l history, used by C_Δ and the memory term of g
-    Cb = np.zeros((nb, n, n))  # per-batch C_Δ and R_β (error bars)
-    Rb = np.zeros((nb, n, n))
-    sums = {key: np.full((nb, n), np.nan) for key in ("overlap", "norm1", "norm2", "tp", "fp")}
-    supp = (beta_star != 0).reshape(nb, Kb)
-    n_supp = supp.sum(axis=1).astype(float)
-    diverged_at = -1
-
-    steps = range(n)
-    if progress:
-        from tqdm.auto import tqdm
-        steps = tqdm(steps, desc="DMFT (dln)", total=n)
-    for k in steps:
-        beta = ens.beta
-        if not np.all(np.isfinite(beta)):
-            diverged_at = k
-            warnings.warn(f"DMFT trajectories diverged at step {k} (t = {lr * k:g}); later times are NaN. "
-                          f"Lower lr (stability bound {eta_max:.4g}).", RuntimeWarning, stacklevel=2)
-            break
-        dbeta[k] = beta - beta_star
-        # --- step 1: row k of C_Δ (per batch, then averaged: equal batch sizes) -------------------
-        hist_b = dbeta[: k + 1].reshape(k + 1, nb, Kb).transpose(1, 0, 2)  # (nb, k+1, Kb)
-        cb = np.matmul(hist_b, dbeta[k].reshape(nb, Kb, 1))[..., 0] / Kb  # (nb, k+1)
-        Cb[:, k, : k + 1] = cb
-        Cb[:, : k + 1, k] = cb
-        kern.set_C_row(k, cb.mean(axis=0))
-        # --- step 2: tangents ∂β^k/∂h^j (memory term included in ens.step) and row k of R_β -------
-        tang = ens.record_tangents()  # (k, K)
-        rb = tang.reshape(k, nb, Kb).mean(axis=2, dtype=np.float64)  # (k, nb)
-        Rb[:, k, :k] = rb.T
-        kern.set_R_row(k, rb.mean(axis=1))
-        # --- step 3: rows k of M and C_r --------------------------------------------------------------
-        cr_row = res.update(k, kern.C[k, : k + 1], kern.R[k, :k])
-        # observables of the single site
-        bb = beta.reshape(nb, Kb)
-        bs = beta_star.reshape(nb, Kb)
-        sums["overlap"][:, k] = (bb * bs).sum(axis=1)
-        sums["norm1"][:, k] = np.abs(bb).sum(axis=1)
-        sums["norm2"][:, k] = (bb * bb).sum(axis=1)
-        big = np.abs(bb) > SUPPORT_THRESHOLD
-        sums["tp"][:, k] = (big & supp).sum(axis=1)
-        sums["fp"][:, k] = (big & ~supp).sum(axis=1)
-        if k == T:
-            break
-        # --- step 4: ζ^k from row k of the Cholesky factor of C_r/δ ----------------------------------
-        zeta = sampler.next(cr_row / ratio)
-        # --- step 5: field g^k = ζ^k + Σ_l M[k,l] Δβ^l and GD step -----------------------------------
-        g = zeta + res.M[k, : k + 1] @ dbeta[: k + 1]
-        ens.step(g, res.M[k, : k + 1])
-
-    # ---------------------------------------------------------------------------------------------
-    # outputs and jackknife errors (leave one batch out; equal batch sizes)
-    # ---------------------------------------------------------------------------------------------
-    kmax = n if diverged_at < 0 else diverged_at
-    C_delta, R_beta = kern.C.copy(), kern.R.copy()
-    M, C_r = res.M.copy(), res.C_r.copy()
-    if kmax < n:
-        for arr in (C_delta, R_beta, M, C_r):
-            arr[kmax:, :] = np.nan
-            arr[:, kmax:] = np.nan
+    # white noise fixed per sample (dln.md §5.2 step 4)
+    main = _one_pass(beta_star, rngs[1].standard_normal((n, K)), n_groups=1, n_batches=nb,
+                     desc="DMFT (dln)", **common)
+    kmax = n if main["diverged_at"] < 0 else main["diverged_at"]
     out = {"time": lr * np.arange(n)}
-    sig2 = noise**2
-    out["train_loss"] = np.diag(C_r).copy()
-    out["test_loss"] = np.diag(C_delta) + sig2
-    tot = {key: v.sum(axis=0) for key, v in sums.items()}
-    out["overlap"] = tot["overlap"] / K
-    out["norm1"] = tot["norm1"] / K
-    out["norm2"] = tot["norm2"] / K
-    with np.errstate(invalid="ignore", divide="ignore"):
-        out["tpr"] = tot["tp"] / n_supp.sum() if n_supp.sum() > 0 else np.full(n, np.nan)
-        out["fpr"] = tot["fp"] / (K - n_supp.sum()) if n_supp.sum() < K else np.full(n, np.nan)
+    out.update({key: v[0] for key, v in _group_curves(main, noise, 1).items()})
+    out["C_delta"], out["R_beta"] = main["C"][0], main["R"][0]
+    out["M"], out["C_r"] = main["M"][0], main["C_r"][0]
 
-    Csum, Rsum = Cb.sum(axis=0), Rb.sum(axis=0)
-    loo = {key: np.empty((nb, n)) for key in _SCALARS}
-    for i in range(nb):
-        C_i = (Csum - Cb[i]) / (nb - 1)
-        R_i = (Rsum - Rb[i]) / (nb - 1)
-        if kmax == n:
-            loo["train_loss"][i] = np.diag(residual_kernels(C_i, R_i, ratio, noise)[1])
-        else:
-            loo["train_loss"][i] = np.nan
-            loo["train_loss"][i, :kmax] = np.diag(
-                residual_kernels(C_i[:kmax, :kmax], R_i[:kmax, :kmax], ratio, noise)[1])
-        loo["test_loss"][i] = np.diag(C_i) + sig2
-        for key in ("overlap", "norm1", "norm2"):
-            loo[key][i] = (tot[key] - sums[key][i]) / (K - Kb)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            loo["tpr"][i] = (tot["tp"] - sums["tp"][i]) / (n_supp.sum() - n_supp[i])
-            loo["fpr"][i] = (tot["fp"] - sums["fp"][i]) / ((K - n_supp.sum()) - (Kb - n_supp[i]))
-    for key in _SCALARS:
-        out[f"{key}_sem"] = _jackknife(loo[key])
-        out[key][kmax:] = np.nan
-        out[f"{key}_sem"][kmax:] = np.nan
-    out["C_delta"], out["R_beta"], out["M"], out["C_r"] = C_delta, R_beta, M, C_r
-    # For linear statistics the jackknife equals the standard error of the batch means.
-    out["C_delta_sem"] = Cb.std(axis=0, ddof=1) / math.sqrt(nb)
-    out["R_beta_sem"] = Rb.std(axis=0, ddof=1) / math.sqrt(nb)
+    if error_method == "jackknife":
+        sems = _jackknife_sems(main, ratio, noise)
+    else:
+        rep_star = sample_teacher(rngs[2], teacher, sparsity, nb, K // nb)
+        rep = _one_pass(rep_star, rngs[3].standard_normal((n, K)), n_groups=nb, n_batches=nb,
+                        desc="DMFT (dln) replicas", **common)
+        curves = _group_curves(rep, noise, nb)
+        sems = {key: curves[key].std(axis=0, ddof=1) / math.sqrt(nb) for key in _SCALARS}
+        sems["C_delta"] = rep["C"].std(axis=0, ddof=1) / math.sqrt(nb)
+        sems["R_beta"] = rep["R"].std(axis=0, ddof=1) / math.sqrt(nb)
+        if rep["diverged_at"] >= 0:
+            kmax = min(kmax, rep["diverged_at"])
+    for key, val in sems.items():
+        out[f"{key}_sem"] = val
+
+    if kmax < n:  # NaN from the first non-finite step on
+        for key in _SCALARS:
+            out[key][kmax:] = np.nan
+            out[f"{key}_sem"][kmax:] = np.nan
+        for key in ("C_delta", "R_beta", "M", "C_r", "C_delta_sem", "R_beta_sem"):
+            out[key][kmax:, :] = np.nan
+            out[key][:, kmax:] = np.nan
 
     out["info"] = {
         "method": "dmft_one_pass",
@@ -621,9 +713,10 @@ def solve(*, ratio: float, sparsity: float, teacher: str = "rademacher", noise: 
         "init_scale": float(init_scale), "init": init, "parametrization": parametrization,
         "lr": float(lr), "n_steps": T, "n_samples": K, "n_batches": nb,
         "seed": str(ss.entropy), "tangent_dtype": tangent_dtype, "pivot_rtol": float(pivot_rtol),
-        "n_pivots_kept": int(sampler.chol.rank), "memory_estimate_bytes": mem_est,
+        "n_pivots_kept": int(main["ranks"][0]), "memory_estimate_bytes": mem_est,
         "memory_budget_gb": float(memory_budget_gb), "gd_stability_bound": float(eta_max),
-        "diverged_at_step": int(diverged_at), "wall_time_s": float(_time.perf_counter() - t_start),
+        "error_method": error_method, "diverged_at_step": int(-1 if kmax == n else kmax),
+        "wall_time_s": float(_time.perf_counter() - t_start),
     }
     return out
 

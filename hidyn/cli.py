@@ -1,0 +1,99 @@
+"""Command line: ``hidyn info``, ``hidyn run CONFIG.toml -o OUT.nc``, ``hidyn versions``."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+__all__ = ["main"]
+
+
+def _info(_args) -> int:
+    import hidyn
+    from hidyn import models
+    from hidyn._versions import versions
+
+    print(f"hidyn {hidyn.__version__}")
+    print("models:")
+    for name in models.available():
+        cls = models.spec_class(name)
+        print(f"  {name:<14} backends: {', '.join(cls.backends)}")
+    print("backend 'auto' uses: numpy (reference)")
+    print("optional packages:")
+    for key in ("numba", "jax", "jaxlib", "diffrax", "dask", "distributed", "zarr"):
+        print(f"  {key:<12} {versions()[key] or 'not installed'}")
+    return 0
+
+
+def _run(args) -> int:
+    import hidyn
+    from hidyn.config import load_config
+
+    cfg = load_config(args.config)
+    params = dict(cfg["params"])
+    if args.progress:
+        params.setdefault("progress", True)
+    if cfg["mode"] == "theory":
+        params.pop("progress", None)
+        ds = hidyn.theory(cfg["model"], **params)
+    else:
+        ds = hidyn.simulate(cfg["model"], **params)
+    status = 0
+    if cfg["mode"] == "compare":
+        tol = hidyn.Tolerance(**cfg["tolerance"]) if cfg["tolerance"] else None
+        cmp = hidyn.compare(ds, tolerance=tol)
+        cmp.summary()
+        status = 0 if cmp.passed else 1
+    if args.output:
+        hidyn.save(ds, args.output)
+        print(f"wrote {args.output}")
+    if args.plot:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        from hidyn import plot
+
+        th = None
+        if cfg["mode"] == "compare":
+            th = hidyn.theory(hidyn.results.spec_from_dataset(ds), times=ds["time"].values)
+        ax = plot.learning_curves(ds, theory=th)
+        ax.figure.savefig(args.plot, dpi=120, bbox_inches="tight")
+        print(f"wrote {args.plot}")
+    return status
+
+
+def _versions(_args) -> int:
+    from hidyn import show_versions
+
+    show_versions()
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hidyn", description="High-dimensional learning dynamics: d → ∞ theory and finite-d "
+                                  "Monte-Carlo behind one spec, checked against each other.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("info", help="version, models, backends and optional packages")
+    p.set_defaults(func=_info)
+    p = sub.add_parser("run", help="run a TOML configuration (simulate, theory or compare)")
+    p.add_argument("config", help="TOML file (see hidyn.config)")
+    p.add_argument("-o", "--output", help="write the result to this .nc file")
+    p.add_argument("--plot", help="write learning curves to this image file")
+    p.add_argument("--progress", action="store_true", help="show a progress bar")
+    p.set_defaults(func=_run)
+    p = sub.add_parser("versions", help="versions of hidyn and its dependencies")
+    p.set_defaults(func=_versions)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, OSError, NotImplementedError) as err:
+        print(f"hidyn: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

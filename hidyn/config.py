@@ -1,0 +1,72 @@
+"""Run configurations in TOML.
+
+A config file names the model, what to do with it and the parameters::
+
+    model = "dln"
+    mode = "simulate"          # "simulate", "theory" or "compare" (simulate, then compare with theory)
+
+    [params]                   # spec fields and run options of hidyn.simulate / hidyn.theory
+    d = 2048
+    ratio = 0.5
+    seeds = 8
+    t_max = 20.0
+
+``ratio = "none"`` (any case) stands for Python's None, which TOML cannot spell.
+"""
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+__all__ = ["load_config", "MODES"]
+
+MODES = ("simulate", "theory", "compare")
+_KEYS = {"model", "mode", "params", "tolerance"}
+
+
+def _none(value):
+    if isinstance(value, str) and value.lower() == "none":
+        return None
+    if isinstance(value, dict):
+        return {k: _none(v) for k, v in value.items()}
+    return value
+
+
+def load_config(path) -> dict:
+    """Read and check a TOML run configuration.
+
+    Returns
+    -------
+    dict with ``model`` (str), ``mode`` (str), ``params`` (dict) and ``tolerance`` (dict, optional).
+
+    Raises
+    ------
+    FileNotFoundError, PermissionError
+        The file cannot be read (the message names it).
+    ValueError
+        Malformed TOML (with the parser's line and column) or unknown/missing keys.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {str(path)!r} does not exist")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except PermissionError as err:
+        raise PermissionError(f"config file {str(path)!r} is not readable") from err
+    try:
+        cfg = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise ValueError(f"{str(path)!r} is not valid TOML: {err}") from err
+    unknown = set(cfg) - _KEYS
+    if unknown:
+        raise ValueError(f"{str(path)!r}: unknown top-level key(s) {sorted(unknown)}; valid: {sorted(_KEYS)}")
+    if "model" not in cfg:
+        raise ValueError(f"{str(path)!r}: missing key 'model' (e.g. model = \"dln\")")
+    mode = cfg.get("mode", "simulate")
+    if mode not in MODES:
+        raise ValueError(f"{str(path)!r}: mode={mode!r} is invalid: must be one of {MODES}")
+    params = cfg.get("params", {})
+    if not isinstance(params, dict):
+        raise ValueError(f"{str(path)!r}: [params] must be a table")
+    return {"model": cfg["model"], "mode": mode, "params": _none(params),
+            "tolerance": cfg.get("tolerance", {})}

@@ -1,0 +1,96 @@
+"""Plots for papers: theory lines over Monte-Carlo mean ± SEM bands.
+
+Every function returns the Axes, never calls ``plt.show()`` and never changes global matplotlib
+settings; labels come from the variables' ``long_name`` and ``units``.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["learning_curves"]
+
+
+def _axes(ax):
+    if ax is not None:
+        return ax
+    import matplotlib.pyplot as plt
+
+    _fig, ax = plt.subplots(figsize=(5.0, 3.6), layout="constrained")
+    return ax
+
+
+def _label(var) -> str:
+    name = var.attrs.get("long_name", var.name)
+    units = var.attrs.get("units", "")
+    return name if units in ("", "1") else f"{name} [{units}]"
+
+
+def _positive(values, log: bool):
+    return np.where(values > 0, values, np.nan) if log else values
+
+
+def learning_curves(ds, theory=None, *, variables=("train_loss", "test_loss"), ax=None, logx=True,
+                    logy=True, label=None, colors=None, band=True, short_labels=True):
+    """Learning curves: Monte-Carlo mean ± SEM over seeds (markers and band), theory as lines.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        A :func:`hidyn.simulate` result (dims ``seed``, ``time``) or a theory result (dim ``time``).
+    theory : xarray.Dataset, optional
+        A :func:`hidyn.theory` result drawn as lines over ``ds``.
+    variables : sequence of str
+        Variables with dims (``[seed,] time``) to draw; missing ones are skipped.
+    ax : matplotlib Axes, optional
+    logx, logy : bool
+        Log axes (t = 0 and non-positive values are dropped on a log axis).
+    label : str, optional
+        Prefix of the legend entries (e.g. the swept value).
+    colors : sequence, optional
+        One colour per variable.
+    band : bool
+        Draw the ± 1 SEM band.
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+    """
+    ax = _axes(ax)
+    variables = [v for v in variables if v in ds.data_vars or (theory is not None and v in theory.data_vars)]
+    if not variables:
+        raise ValueError("none of the requested variables is in the dataset")
+    prefix = f"{label}: " if label else ""
+    for i, name in enumerate(variables):
+        color = colors[i] if colors is not None else f"C{i}"
+        legend = name if short_labels else _label(ds[name] if name in ds else theory[name])
+        if name in ds.data_vars:
+            var = ds[name]
+            t = ds["time"].values
+            keep = t > 0 if logx else np.ones_like(t, dtype=bool)
+            if "seed" in var.dims:
+                n = var.sizes["seed"]
+                mean = var.mean("seed", skipna=False).values
+                sem = (var.std("seed", ddof=1, skipna=False).values / np.sqrt(n)) if n > 1 else np.zeros_like(mean)
+                ax.plot(t[keep], _positive(mean, logy)[keep], "o", ms=3, color=color,
+                        label=f"{prefix}{legend} (MC, {n} seeds)")
+                if band and n > 1:
+                    lo = _positive(mean - sem, logy)
+                    ax.fill_between(t[keep], lo[keep], (mean + sem)[keep], color=color, alpha=0.25, lw=0)
+            else:
+                ax.plot(t[keep], _positive(var.values, logy)[keep], "-", color=color,
+                        label=f"{prefix}{legend} ({ds.attrs.get('method', 'theory')})")
+        if theory is not None and name in theory.data_vars:
+            t = theory["time"].values
+            keep = t > 0 if logx else np.ones_like(t, dtype=bool)
+            ax.plot(t[keep], _positive(theory[name].values, logy)[keep], "-", color=color, lw=1.5,
+                    label=f"{prefix}{legend} (theory: {theory.attrs.get('method', '')})")
+    if logx:
+        ax.set_xscale("log")
+    if logy:
+        ax.set_yscale("log")
+    tvar = ds["time"]
+    ax.set_xlabel(f"time t [{tvar.attrs.get('units', '')}]" if tvar.attrs.get("units") else "time t")
+    first = ds[variables[0]] if variables[0] in ds else theory[variables[0]]
+    ax.set_ylabel(_label(first) if len(variables) == 1 else "loss")
+    ax.legend(fontsize=7, frameon=False)
+    return ax
