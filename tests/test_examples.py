@@ -1,0 +1,20 @@
+"""Every example runs in quick mode and writes its .nc and .png."""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "examples").glob("*.py"))
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
+def test_example_quick(path, tmp_path):
+    spec = importlib.util.spec_from_file_location(f"example_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.main(quick=True, out=tmp_path)
+    assert list(tmp_path.glob("*.nc")), "example wrote no .nc"
+    pngs = list(tmp_path.glob("*.png"))
+    assert pngs and all(p.stat().st_size > 5000 for p in pngs), "example wrote no figure"
