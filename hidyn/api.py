@@ -140,7 +140,9 @@ def theory(model="dln", *, method: str = "auto", times=None, t_max=None, n_times
     """
     import xarray as xr
 
+    sim = None
     if isinstance(init, xr.Dataset):
+        sim = init
         base = spec_from_dataset(init)
         fields = set(base.field_names())
         spec = base.replace(**{k: v for k, v in params.items() if k in fields})
@@ -148,6 +150,8 @@ def theory(model="dln", *, method: str = "auto", times=None, t_max=None, n_times
         if times is None and t_max is None:
             times = init["time"].values
     else:
+        if init is not None:
+            params["init"] = init  # a spec field (DLN: init name; two_layer: initial overlaps)
         cls = models.spec_class(model) if isinstance(model, str) else type(model)
         fields = set(cls.field_names())
         spec = _spec(model, {k: v for k, v in params.items() if k in fields})
@@ -160,16 +164,19 @@ def theory(model="dln", *, method: str = "auto", times=None, t_max=None, n_times
             raise NotImplementedError(f"no theory method is implemented yet for {spec.model!r} with "
                                       f"these parameters (auto chose {chosen!r}); available: {avail}")
         raise ValueError(f"method={method!r} is not a theory method of {spec.model!r}; valid: 'auto', {avail}")
-    if init is not None:
-        options["init"] = init
+    if sim is not None:
+        if not getattr(fam, "THEORY_NEEDS_INIT", False):
+            raise ValueError(f"the {spec.model!r} theory does not start from a simulation; pass its "
+                             f"parameters instead of init=<Dataset>")
+        options["init"] = sim
     t = make_times(spec, times=times, t_max=t_max, n_times=n_times, spacing=spacing)
     start = _time.perf_counter()
     data_vars, extra = fam.METHODS[chosen](spec, t, **options)
     wall = _time.perf_counter() - start
     t_out = extra.pop("time", t)
+    coords = {"time": t_out, **extra.pop("coords", {})}
     attrs = {"method": chosen, **{k: v for k, v in spec.to_dict().items() if not isinstance(v, (list, dict))},
              "config_json": spec.to_json(), "wall_time_s": wall, "time_units": spec.time_units, **extra}
-    coords = {"time": t_out, **extra.pop("coords", {})}
     return make_dataset(data_vars, coords, attrs, model=spec.model)
 
 

@@ -56,7 +56,7 @@ _TWO_PI = 2.0 * math.pi
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 _POLYNOMIAL = {"linear", "quadratic", "he1", "he2", "he3", "he4"}
 # default Gauss–Hermite nodes per axis for smooth activations, by integral dimension
-_DEFAULT_NODES = {1: 96, 2: 48, 3: 28, 4: 16}
+_DEFAULT_NODES = {1: 128, 2: 64, 3: 32, 4: 20}
 _POLY_NODES = 10  # exact for polynomial integrands of degree ≤ 19 per axis (he4: I4 degree 14)
 _CHUNK = 1 << 21  # max quadrature points (times batch size) held in memory at once
 _PSD_RTOL = 1e-10
@@ -107,7 +107,7 @@ def check_covariance(cov, name: str = "cov", *, rtol: float = _PSD_RTOL) -> np.n
 def _eig_sqrt(cov: np.ndarray) -> np.ndarray:
     """S with S Sᵀ = cov from an eigen-decomposition (valid for singular PSD cov), shape (..., n, n)."""
     lam, vec = np.linalg.eigh(0.5 * (cov + np.swapaxes(cov, -1, -2)))
-    return vec * np.sqrt(np.clip(lam, 0.0, None))[..., None, :]
+    return vec * np.sqrt(np.maximum(lam, 0.0))[..., None, :]
 
 
 @lru_cache(maxsize=64)
@@ -347,22 +347,23 @@ def _quad_i4(act, Omega, K, n_nodes):
 # closed forms: erf (note §4.1) and linear (§4.2)
 # --------------------------------------------------------------------------------------------
 def _asin(x):
-    return np.arcsin(np.clip(x, -1.0, 1.0))  # pitfall 10: clip round-off
+    # pitfall 10: clip round-off to [-1, 1] (minimum/maximum: np.clip is slow on small arrays)
+    return np.arcsin(np.minimum(np.maximum(x, -1.0), 1.0))
 
 
 def _erf_i2(Omega):
-    d1 = 1.0 + np.diagonal(Omega, axis1=-2, axis2=-1)
+    d1 = 1.0 + Omega.diagonal(axis1=-2, axis2=-1)
     return (2.0 / _PI) * _asin(Omega / np.sqrt(d1[..., :, None] * d1[..., None, :]))
 
 
 def _erf_j2(Omega, K):
     q = Omega[..., :K, :K]
-    d1 = 1.0 + np.diagonal(q, axis1=-2, axis2=-1)
+    d1 = 1.0 + q.diagonal(axis1=-2, axis2=-1)
     return (2.0 / _PI) / np.sqrt(d1[..., :, None] * d1[..., None, :] - q * q)
 
 
 def _erf_i3(Omega, K):
-    d1 = 1.0 + np.diagonal(Omega, axis1=-2, axis2=-1)       # (..., L)
+    d1 = 1.0 + Omega.diagonal(axis1=-2, axis2=-1)       # (..., L)
     caa = d1[..., :K, None, None]                            # 1 + C_aa, a = student i
     cab = Omega[..., :K, :, None]                            # C_ab
     cac = Omega[..., :K, None, :]                            # C_ac
@@ -372,23 +373,30 @@ def _erf_i3(Omega, K):
 
 
 def _erf_i4(Omega, K):
-    d1 = 1.0 + np.diagonal(Omega, axis1=-2, axis2=-1)
-    s = Omega[..., :K, :]                                    # student rows (..., K, L)
-    aa = d1[..., :K, None, None, None]
-    bb = d1[..., None, :K, None, None]
-    ab = Omega[..., :K, :K, None, None]
-    cc = d1[..., None, None, :, None]
-    dd = d1[..., None, None, None, :]
-    ac = s[..., :, None, :, None]
-    ad = s[..., :, None, None, :]
-    bc = s[..., None, :, :, None]
-    bd = s[..., None, :, None, :]
-    cd = Omega[..., None, None, :, :]
-    lam4 = aa * bb - ab * ab
-    lam0 = lam4 * cd - bc * bd * aa - ac * ad * bb + ab * ac * bd + ab * ad * bc
-    lam1 = lam4 * cc - bc * bc * aa - ac * ac * bb + 2.0 * ab * ac * bc
-    lam2 = lam4 * dd - bd * bd * aa - ad * ad * bb + 2.0 * ab * ad * bd
-    return (4.0 / _PI**2) / np.sqrt(lam4) * _asin(lam0 / np.sqrt(lam1 * lam2))
+    """I4 for erf (note §4.1) with a = i, b = k students and c, d any fields.
+
+    Λ1 depends on (i, k, c) only and Λ2 is the same function of d, so both are built on (K, K, L);
+    only Λ0 needs the full (K, K, L, L) tensor:
+    Λ0 = Λ4 C_cd − (1+C_ii) C_kc C_kd − (1+C_kk) C_ic C_id + C_ik (C_ic C_kd + C_id C_kc).
+    """
+    d1 = 1.0 + Omega.diagonal(axis1=-2, axis2=-1)
+    s = Omega[..., :K, :]                                    # C_ic, student rows (..., K, L)
+    aa = d1[..., :K, None]                                   # 1 + C_ii  (..., K, 1)
+    bb = d1[..., None, :K]                                   # 1 + C_kk  (..., 1, K)
+    ab = Omega[..., :K, :K]                                  # C_ik      (..., K, K)
+    lam4 = aa * bb - ab * ab                                 # (..., K, K)
+    sc = s[..., :, None, :]                                  # C_ic  (..., K, 1, L)
+    tc = s[..., None, :, :]                                  # C_kc  (..., 1, K, L)
+    lam1 = (lam4[..., None] * d1[..., None, None, :] - tc * tc * aa[..., None]
+            - sc * sc * bb[..., None] + 2.0 * ab[..., None] * sc * tc)      # (..., K, K, L)
+    outer_s = s[..., :, :, None] * s[..., :, None, :]        # C_ic C_id  (..., K, L, L)
+    cross = sc[..., :, None] * tc[..., None, :]              # C_ic C_kd  (..., K, K, L, L)
+    lam0 = (lam4[..., None, None] * Omega[..., None, None, :, :]
+            - aa[..., None, None] * outer_s[..., None, :, :, :]
+            - bb[..., None, None] * outer_s[..., :, None, :, :]
+            + ab[..., None, None] * (cross + np.swapaxes(cross, -1, -2)))
+    norm = np.sqrt(lam1[..., :, None] * lam1[..., None, :])
+    return ((4.0 / _PI**2) / np.sqrt(lam4))[..., None, None] * _asin(lam0 / norm)
 
 
 def _linear_all(Omega, K, need_i4):
@@ -406,7 +414,7 @@ def _linear_all(Omega, K, need_i4):
 # ReLU (note §4.3)
 # --------------------------------------------------------------------------------------------
 def _sd(var):
-    return np.sqrt(np.clip(var, 0.0, None))
+    return np.sqrt(np.maximum(var, 0.0))
 
 
 def _corr(cab, va, vb):
@@ -414,7 +422,7 @@ def _corr(cab, va, vb):
     den = _sd(va) * _sd(vb)
     with np.errstate(divide="ignore", invalid="ignore"):
         r = np.where(den > 0.0, cab / np.where(den > 0.0, den, 1.0), 0.0)
-    return np.clip(r, -1.0, 1.0)
+    return np.minimum(np.maximum(r, -1.0), 1.0)
 
 
 def _arccos_kernel(caa, cbb, cab):
@@ -430,20 +438,20 @@ def _p2(rho):
 
 
 def _relu_i2(Omega):
-    d = np.diagonal(Omega, axis1=-2, axis2=-1)
+    d = Omega.diagonal(axis1=-2, axis2=-1)
     return _arccos_kernel(d[..., :, None], d[..., None, :], Omega)
 
 
 def _relu_j2(Omega, K):
     q = Omega[..., :K, :K]
-    d = np.diagonal(q, axis1=-2, axis2=-1)
+    d = q.diagonal(axis1=-2, axis2=-1)
     return _p2(_corr(q, d[..., :, None], d[..., None, :]))
 
 
 def _relu_i3(Omega, K):
     # Stein on u_b: I3(a,b,c) = C_ab E[δ(u_a) relu(u_c)] + C_bc E[Θ(u_a) Θ(u_c)]
     #   E[δ(u_a) relu(u_c)] = √(C_aa C_cc − C_ac²)/(2π C_aa)           (note §4.3)
-    d = np.diagonal(Omega, axis1=-2, axis2=-1)
+    d = Omega.diagonal(axis1=-2, axis2=-1)
     caa = d[..., :K, None]
     cac = Omega[..., :K, :]
     ccc = d[..., None, :]
@@ -507,7 +515,7 @@ class _PathCorr:
     def one_minus_sq(self, p, q):
         rho = self.rho_of(p, q)
         t = self.t
-        return np.clip((self.u + t * (1.0 - rho)) * (1.0 + t * rho), 0.0, None)  # |ρ| ≤ 1: both factors ≥ 0
+        return np.maximum((self.u + t * (1.0 - rho)) * (1.0 + t * rho), 0.0)  # |ρ| ≤ 1: both factors ≥ 0
 
     def cond1(self, p, fields):
         """Conditional covariance of ``fields`` given u_p = 0: dict (x, y) -> entry."""
@@ -546,7 +554,7 @@ class _PathCorr:
                 xp, xq, yp, yq = self.rho_of(x, p), self.rho_of(x, q), self.rho_of(y, p), self.rho_of(y, q)
                 corr = t * t * ((xp - sgn * xq) * (yp - sgn * yq) / den + sgn * (xp * yq + xq * yp) / w_near)
                 if x == y:
-                    val = np.clip(1.0 - corr, 0.0, None)
+                    val = np.maximum(1.0 - corr, 0.0)
                 else:
                     val = t * self.rho_of(x, y) - corr
                 out[(x, y)] = out[(y, x)] = val
@@ -559,10 +567,10 @@ class _PathCorr:
 
 def _pcorr(rab, rac, rbc):
     """Partial correlation of (a, b) given c from correlations."""
-    den = np.sqrt(np.clip((1.0 - rac * rac) * (1.0 - rbc * rbc), 0.0, None))
+    den = np.sqrt(np.maximum((1.0 - rac * rac) * (1.0 - rbc * rbc), 0.0))
     with np.errstate(divide="ignore", invalid="ignore"):
         r = np.where(den > 0, (rab - rac * rbc) / np.where(den > 0, den, 1.0), 0.0)
-    return np.clip(r, -1.0, 1.0)
+    return np.minimum(np.maximum(r, -1.0), 1.0)
 
 
 def _e_tr(sxx, szz, sxz):
@@ -684,7 +692,7 @@ def _relu_i4_structure(K: int, L: int):
 def _relu_i4(Omega, K):
     L = Omega.shape[-1]
     n_rows, full, pats = _relu_i4_structure(K, L)
-    d = np.diagonal(Omega, axis1=-2, axis2=-1)
+    d = Omega.diagonal(axis1=-2, axis2=-1)
     out = np.empty(Omega.shape[:-2] + (n_rows,))
 
     def corr_of(f):
@@ -705,7 +713,7 @@ def _relu_i4(Omega, K):
         elif key == "2q":
             # E[Θ(u_x) relu(u_a)²] = C_aa [1/4 + arcsin ρ/(2π) + ρ√(1−ρ²)/(2π)]
             rho = _corr(Omega[..., f[:, 0], f[:, 1]], d[..., f[:, 0]], d[..., f[:, 1]])
-            val = d[..., f[:, 1]] * (_p2(rho) + rho * np.sqrt(np.clip(1.0 - rho * rho, 0, None)) / _TWO_PI)
+            val = d[..., f[:, 1]] * (_p2(rho) + rho * np.sqrt(np.maximum(1.0 - rho * rho, 0.0)) / _TWO_PI)
         else:
             val = 0.5 * d[..., f[:, 0]]  # E[relu(u)²] = C/2
         out[..., rows] = val
@@ -761,7 +769,8 @@ def two_layer_i2(activation, Omega, *, n_nodes=None, check: bool = True) -> np.n
     Omega : array_like, shape (..., L, L)
         Field covariance [[Q, R], [Rᵀ, T]].
     n_nodes : int, optional
-        Gauss–Hermite nodes per axis for activations without closed form (default 48).
+        Gauss–Hermite nodes per axis for activations without closed form (default 64; 128 when two
+        fields coincide).
     check : bool
         Validate Ω (symmetric, PSD).  Internal hot paths pass False.
 
@@ -781,7 +790,7 @@ def two_layer_i2(activation, Omega, *, n_nodes=None, check: bool = True) -> np.n
 
 
 def two_layer_averages(activation, Omega, K: int, *, need_i4: bool = True, n_nodes=None,
-                       check: bool = True) -> dict:
+                       check: bool = True, need_i2: bool = True, need_j2: bool = True) -> dict:
     """The Gaussian averages I2, J2, I3, I4 of the two-layer ODEs (note §3, §4).
 
     Parameters
@@ -800,16 +809,21 @@ def two_layer_averages(activation, Omega, K: int, *, need_i4: bool = True, n_nod
     need_i4 : bool
         Compute I4 (needed only by dQ/dt at η > 0).
     n_nodes : int, optional
-        Gauss–Hermite nodes per axis for quadrature-based activations (defaults: 48 for 2-D, 28 for 3-D,
-        16 for 4-D integrals; 10 for polynomial activations, which is exact).
+        Gauss–Hermite nodes per axis for quadrature-based activations (defaults: 128 for 1-D, 64 for
+        2-D, 32 for 3-D, 20 for 4-D integrals; 10 for polynomial activations, which is exact).  The
+        error of tensor Gauss–Hermite grows with the field variances: for tanh/sigmoid with
+        Ω entries ≲ 1 expect ~1e-6 (I2, J2, I3) and ~1e-4 (I4); pass more nodes if needed.
     check : bool
         Validate Ω.  Internal hot paths pass False.
+    need_i2, need_j2 : bool
+        Compute I2 (needed by dv/dt and ε_g) and J2 (needed only with output noise).  The ODE
+        right-hand side skips what it does not need.
 
     Returns
     -------
     dict
-        ``I2`` (..., L, L), ``J2`` (..., K, K), ``I3`` (..., K, L, L) and, if ``need_i4``,
-        ``I4`` (..., K, K, L, L); index conventions in the module docstring.
+        ``I2`` (..., L, L), ``J2`` (..., K, K), ``I3`` (..., K, L, L) and ``I4`` (..., K, K, L, L),
+        each present when requested; index conventions in the module docstring.
 
     Raises
     ------
@@ -820,20 +834,33 @@ def two_layer_averages(activation, Omega, K: int, *, need_i4: bool = True, n_nod
     om = _check_omega(Omega, K) if check else np.asarray(Omega, dtype=np.float64)
     name = act.name
     if name == "linear":
-        return _linear_all(om, K, need_i4)
-    if name == "erf":
-        out = {"I2": _erf_i2(om), "J2": _erf_j2(om, K), "I3": _erf_i3(om, K)}
+        out = _linear_all(om, K, need_i4)
+    elif name == "erf":
+        out = {"I3": _erf_i3(om, K)}
+        if need_i2:
+            out["I2"] = _erf_i2(om)
+        if need_j2:
+            out["J2"] = _erf_j2(om, K)
         if need_i4:
             out["I4"] = _erf_i4(om, K)
-        return out
-    if name == "relu":
-        out = {"I2": _relu_i2(om), "J2": _relu_j2(om, K), "I3": _relu_i3(om, K)}
+    elif name == "relu":
+        out = {"I3": _relu_i3(om, K)}
+        if need_i2:
+            out["I2"] = _relu_i2(om)
+        if need_j2:
+            out["J2"] = _relu_j2(om, K)
         if need_i4:
             out["I4"] = _relu_i4(om, K)
-        return out
-    out = {"I2": _quad_i2(act, om, n_nodes, act.g, act.g),
-           "J2": _quad_i2(act, om[..., :K, :K], n_nodes, act.dg, act.dg),
-           "I3": _quad_i3(act, om, K, n_nodes)}
-    if need_i4:
-        out["I4"] = _quad_i4(act, om, K, n_nodes)
+    else:
+        out = {"I3": _quad_i3(act, om, K, n_nodes)}
+        if need_i2:
+            out["I2"] = _quad_i2(act, om, n_nodes, act.g, act.g)
+        if need_j2:
+            out["J2"] = _quad_i2(act, om[..., :K, :K], n_nodes, act.dg, act.dg)
+        if need_i4:
+            out["I4"] = _quad_i4(act, om, K, n_nodes)
+    if not need_i2:
+        out.pop("I2", None)
+    if not need_j2:
+        out.pop("J2", None)
     return out

@@ -138,3 +138,113 @@ def single_index_objective(m, s, q, *, link, activation, loss, spike=0.0, spike_
     if loss == "correlation":
         return _scalar_or_array(-e_gs)
     return _scalar_or_array(0.5 * (e_gg - 2.0 * e_gs + e_ss) + 0.5 * noise * noise)
+
+
+# --------------------------------------------------------------------------------------------------
+# Teacher–student two-layer networks / soft committee machines (teacher_student.md §5)
+# --------------------------------------------------------------------------------------------------
+def _two_layer_fields(Q, R, T, v, A):
+    """Broadcast the overlaps to a batch of field covariances Ω = [[Q, R], [Rᵀ, T]] and c = (v, −A).
+
+    Returns Omega (..., K+M, K+M), c (..., K+M) and K; raises ValueError naming the bad argument.
+    """
+    Q = np.asarray(Q, dtype=np.float64)
+    R = np.asarray(R, dtype=np.float64)
+    T = np.asarray(T, dtype=np.float64)
+    v = np.asarray(v, dtype=np.float64)
+    A = np.asarray(A, dtype=np.float64)
+    if R.ndim < 2:
+        raise ValueError(f"R must have shape (..., K, M), got {R.shape}")
+    K, M = R.shape[-2:]
+    if Q.ndim < 2 or Q.shape[-2:] != (K, K):
+        raise ValueError(f"Q must have shape (..., K, K) = (..., {K}, {K}) to match R {R.shape}, got {Q.shape}")
+    if T.ndim < 2 or T.shape[-2:] != (M, M):
+        raise ValueError(f"T must have shape (M, M) or (..., M, M) = (..., {M}, {M}), got {T.shape}")
+    if v.ndim < 1 or v.shape[-1] != K:
+        raise ValueError(f"v must have shape (K,) or (..., K) with K = {K}, got {v.shape}")
+    if A.ndim < 1 or A.shape[-1] != M:
+        raise ValueError(f"A must have shape (M,) or (..., M) with M = {M}, got {A.shape}")
+    try:
+        batch = np.broadcast_shapes(Q.shape[:-2], R.shape[:-2], T.shape[:-2], v.shape[:-1], A.shape[:-1])
+    except ValueError:
+        raise ValueError(f"leading (batch) dimensions of Q {Q.shape}, R {R.shape}, T {T.shape}, v {v.shape} "
+                         f"and A {A.shape} do not broadcast") from None
+    L = K + M
+    omega = np.empty(batch + (L, L))
+    omega[..., :K, :K] = Q
+    omega[..., :K, K:] = R
+    omega[..., K:, :K] = np.swapaxes(R, -1, -2)
+    omega[..., K:, K:] = T
+    c = np.empty(batch + (L,))
+    c[..., :K] = v
+    c[..., K:] = -A
+    return omega, c, K
+
+
+def two_layer_test_loss(Q, R, T, v, A, activation):
+    """Generalisation error ε_g of a soft committee machine (teacher_student.md §5).
+
+    ε_g = ½ E[(ŷ − y_clean)²] = ½ Σ_ab c_a c_b I2(a, b) with c = (v, −A) and I2 the Gaussian average of
+    note §3 — measured against the noise-free teacher, so it carries a ½ and no σ²/2.  Closed forms for
+    ``erf``, ``linear`` and ``relu``; Gauss–Hermite quadrature otherwise (:mod:`hidyn.gaussian`).
+
+    Parameters
+    ----------
+    Q : array_like, shape (..., K, K)
+        Student–student overlaps W_i·W_k/d.
+    R : array_like, shape (..., K, M)
+        Student–teacher overlaps W_i·B_n/d.
+    T : array_like, shape (M, M) or (..., M, M)
+        Teacher–teacher overlaps B_n·B_m/d.
+    v : array_like, shape (K,) or (..., K)
+        Student second-layer weights.
+    A : array_like, shape (M,) or (..., M)
+        Teacher second-layer weights.
+    activation : str, Activation or tuple
+        g, shared by teacher and student (``"erf"`` is erf(x/√2)).
+
+    Returns
+    -------
+    float or ndarray, shape (...)
+        ε_g (dimensionless, same units as the squared outputs); a float when no batch dimension.
+        Entries whose overlaps are not finite (e.g. after a divergence) are NaN.
+
+    Raises
+    ------
+    ValueError
+        Inconsistent shapes, or finite overlaps for which Ω = [[Q, R], [Rᵀ, T]] is not positive
+        semi-definite.
+    """
+    from hidyn.gaussian import check_covariance, two_layer_i2
+
+    omega, c, _ = _two_layer_fields(Q, R, T, v, A)
+    batch = omega.shape[:-2]
+    ok = np.all(np.isfinite(omega), axis=(-1, -2)) & np.all(np.isfinite(c), axis=-1)
+    out = np.full(batch, np.nan)
+    if np.any(ok):
+        om = check_covariance(omega[ok], "Omega = [[Q, R], [R^T, T]]")
+        i2 = two_layer_i2(activation, om, check=False)
+        cc = c[ok]
+        out[ok] = 0.5 * np.einsum("...a,...ab,...b->...", cc, i2, cc)
+    return _scalar_or_array(out)
+
+
+def two_layer_train_loss(test_loss, noise):
+    """Expected online training loss of the two-layer model: ε_g + σ²/2 (teacher_student.md §5).
+
+    Parameters
+    ----------
+    test_loss : float or array_like
+        ε_g from :func:`two_layer_test_loss`.
+    noise : float
+        Output-noise standard deviation σ ≥ 0.
+
+    Returns
+    -------
+    float or ndarray
+        ½E[Δ²] on a fresh noisy sample.
+    """
+    noise = float(noise)
+    if not np.isfinite(noise) or noise < 0:
+        raise ValueError(f"noise must be a finite standard deviation >= 0, got {noise!r}")
+    return _scalar_or_array(np.asarray(test_loss, dtype=np.float64) + 0.5 * noise * noise)

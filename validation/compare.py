@@ -112,6 +112,10 @@ def compare_datasets(empirical: xr.Dataset, theory: xr.Dataset, *, variables=Non
         theory = theory.interp(time=t_sim)
     else:
         theory = theory.assign_coords(time=t_sim)
+    if "seed" in theory.dims:
+        # per-seed theories (e.g. ODEs started from each seed's own initial overlaps): the seed mean of
+        # the simulation is compared with the seed mean of the theories
+        theory = theory.mean("seed", skipna=False)
     if d is None:
         d = empirical.attrs.get("d")
     out = {}

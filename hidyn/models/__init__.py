@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from hidyn.models._base import ModelSpec
 from hidyn.models.dln import DLNSpec
+from hidyn.models.two_layer import TwoLayerSpec
 
-__all__ = ["ModelSpec", "DLNSpec", "get", "register", "available", "spec_class"]
+__all__ = ["ModelSpec", "DLNSpec", "TwoLayerSpec", "get", "register", "available", "spec_class"]
 
 _REGISTRY: dict[str, type[ModelSpec]] = {}
 
@@ -53,3 +54,4 @@ def get(model, **params) -> ModelSpec:
 
 
 register(DLNSpec)
+register(TwoLayerSpec)

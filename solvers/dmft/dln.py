@@ -107,7 +107,7 @@ def sample_teacher(rng: np.random.Generator, teacher: str, sparsity: float, n_ba
 
     Each batch holds exactly ⌊ρ K_b⌋ or ⌈ρ K_b⌉ non-zeros (randomised rounding keeps the expected
     fraction exactly ρ), mirroring the exact-ρ finite-d teacher, which removes the binomial noise of
-    the support size from the kernels.
+    the support size from the kernels.  Rademacher signs are split evenly within each batch.
 
     Parameters
     ----------
@@ -130,7 +130,11 @@ def sample_teacher(rng: np.random.Generator, teacher: str, sparsity: float, n_ba
             n_nz += 1
         idx = rng.choice(batch_size, size=n_nz, replace=False)
         if teacher == "rademacher":
-            out[b, idx] = rng.choice(np.array([-1.0, 1.0]), size=n_nz)
+            # equal numbers of +1 and −1 (a coin decides the odd one): E β* = 0 exactly, which the
+            # sign-frozen `balanced` init is sensitive to (E_te(0) = ρ + α⁴ − 2α² E β* + σ²)
+            n_plus = n_nz // 2 + (int(rng.random() < 0.5) if n_nz % 2 else 0)
+            signs = np.concatenate([np.ones(n_plus), -np.ones(n_nz - n_plus)])
+            out[b, idx] = rng.permutation(signs)
         else:
             out[b, idx] = rng.standard_normal(n_nz)
     return out.reshape(-1)
@@ -484,8 +488,6 @@ def _one_pass(beta_star, z, *, n_groups, n_batches, a0, b0, ratio, noise, lr, n_
         beta = ens.beta
         if not np.all(np.isfinite(beta)):
             diverged_at = k
-            warnings.warn(f"DMFT trajectories diverged at step {k} (t = {lr * k:g}); later times are NaN. "
-                          f"Lower lr (stability bound {eta_max:.4g}).", RuntimeWarning, stacklevel=3)
             break
         dbeta[k] = beta - beta_star
         # step 1: row k of C_Δ, per batch (equal batch sizes, so a group's row is the batch mean)
@@ -497,6 +499,9 @@ def _one_pass(beta_star, z, *, n_groups, n_batches, a0, b0, ratio, noise, lr, n_
         # R_β comes from the SAME samples as C_Δ (dln.md §10 pitfall 6)
         tang = ens.record_tangents()  # (k, K)
         rb = tang.reshape(k, B, Kb).mean(axis=2, dtype=np.float64)  # (k, B)
+        if not (np.all(np.isfinite(rb)) and np.all(np.isfinite(cb))):  # tangents overflow first
+            diverged_at = k
+            break
         Rb[:, k, :k] = rb.T
         cr_rows = []
         for g in range(G):
@@ -513,7 +518,7 @@ def _one_pass(beta_star, z, *, n_groups, n_batches, a0, b0, ratio, noise, lr, n_
         sums["tp"][:, k] = (big & supp).sum(axis=1)
         sums["fp"][:, k] = (big & ~supp).sum(axis=1)
         if k == T:
-            break
+            continue  # (not break: lets a progress bar reach its end)
         field = np.empty(K)
         for g in range(G):
             # step 4: ζ^k from row k of the incremental Cholesky of C_r/δ (relative pivot cutoff)
@@ -522,6 +527,10 @@ def _one_pass(beta_star, z, *, n_groups, n_batches, a0, b0, ratio, noise, lr, n_
             field[grp[g]] = zeta + resid[g].M[k, : k + 1] @ dbeta[: k + 1, grp[g]]
         ens.step(field, np.stack([resid[g].M[k, : k + 1] for g in range(G)]))
 
+    if diverged_at >= 0:
+        warnings.warn(f"DMFT trajectories or responses diverged at step {diverged_at} "
+                      f"(t = {lr * diverged_at:g}); outputs are NaN from there on. Lower lr (stability "
+                      f"bound {eta_max:.4g}).", RuntimeWarning, stacklevel=3)
     return {
         "C": np.stack([kr.C for kr in kerns]), "R": np.stack([kr.R for kr in kerns]),
         "M": np.stack([r.M for r in resid]), "C_r": np.stack([r.C_r for r in resid]),
@@ -675,8 +684,10 @@ def solve(*, ratio: float, sparsity: float, teacher: str = "rademacher", noise: 
                   tangent_dtype=tangent_dtype, pivot_rtol=pivot_rtol, eta_max=eta_max, progress=progress)
 
     # white noise fixed per sample (dln.md §5.2 step 4)
-    main = _one_pass(beta_star, rngs[1].standard_normal((n, K)), n_groups=1, n_batches=nb,
-                     desc="DMFT (dln)", **common)
+    # overflow in a diverging run is detected and reported by _one_pass itself
+    with np.errstate(over="ignore", invalid="ignore"):
+        main = _one_pass(beta_star, rngs[1].standard_normal((n, K)), n_groups=1, n_batches=nb,
+                         desc="DMFT (dln)", **common)
     kmax = n if main["diverged_at"] < 0 else main["diverged_at"]
     out = {"time": lr * np.arange(n)}
     out.update({key: v[0] for key, v in _group_curves(main, noise, 1).items()})
@@ -687,8 +698,9 @@ def solve(*, ratio: float, sparsity: float, teacher: str = "rademacher", noise: 
         sems = _jackknife_sems(main, ratio, noise)
     else:
         rep_star = sample_teacher(rngs[2], teacher, sparsity, nb, K // nb)
-        rep = _one_pass(rep_star, rngs[3].standard_normal((n, K)), n_groups=nb, n_batches=nb,
-                        desc="DMFT (dln) replicas", **common)
+        with np.errstate(over="ignore", invalid="ignore"):
+            rep = _one_pass(rep_star, rngs[3].standard_normal((n, K)), n_groups=nb, n_batches=nb,
+                            desc="DMFT (dln) replicas", **common)
         curves = _group_curves(rep, noise, nb)
         sems = {key: curves[key].std(axis=0, ddof=1) / math.sqrt(nb) for key in _SCALARS}
         sems["C_delta"] = rep["C"].std(axis=0, ddof=1) / math.sqrt(nb)

@@ -410,6 +410,9 @@ def _integrate_state(params: SingleIndexParams, y0: np.ndarray, times, *, method
     n = 3 if params.geometry == "plain" else 2
     res = integrate(_rhs(params), np.asarray(y0, dtype=np.float64)[:n], times, method=method, rtol=rtol,
                     atol=atol, name=f"single_index ODE ({params.geometry}, lr={params.lr:g})")
+    t = np.asarray(times, dtype=np.float64)
+    if t.size > 1 and t[-1] == t[0]:
+        res.y[:] = res.y[0]     # integrate() leaves the rows of an empty interval NaN
     m, s = res.y[:, 0], res.y[:, 1]
     if n == 3:
         q = res.y[:, 2]
@@ -578,12 +581,12 @@ def near_equator_coefficients(*, link, activation, loss="correlation", spike=0.0
                          f"geometry ({', '.join(_CONSTRAINED)}); on 'plain' q̇ = η²B drives Q away from 1")
     kappa, c = params.spike, params.cos_angle
     v = params.tau ** 2 * params.R           # g(τν) = g(√v z), z ~ N(0, 1)
-    cg = hermite_coefficients(params.link, 4, scale=v)
+    k = information_exponent(params.link, params.activation, scale=v, activation_scale=1.0)
+    cg = hermite_coefficients(params.link, 0, scale=v)    # cg[0] = E[g(τν)]
     scale_g = float(np.sqrt(params.moments.losses(1.0, 0.0, params.R)[0]))
     if abs(cg[0]) > 1e-10 * max(scale_g, 1e-300):
         raise ValueError(f"link={params.link.name!r}: the reduction of note §4 assumes a centred target, "
                          f"E[g(τν)] = 0, got {cg[0]:.6g} (a raw even target with a spike has a mean, P4)")
-    k = information_exponent(params.link, params.activation, scale=v, activation_scale=1.0)
     A = float(hermite_coefficients(params.activation, k, scale=1.0)[k]
               * hermite_coefficients(params.link, k, scale=v)[k])
     G = spike_gain(kappa, params.spike_angle)
@@ -598,8 +601,8 @@ def near_equator_coefficients(*, link, activation, loss="correlation", spike=0.0
         K_eff = K
     eta = params.lr
     return {"k_star": int(k), "A": A, "gain": G, "B0": float(B0), "K": K, "K_eff": K_eff,
-            "signal_rate": eta * G * k * A,
-            "noise_rate": 0.5 * eta * eta * B0 / params.batch_size + eta * kappa * K_eff,
+            "signal_rate": float(eta * G * k * A),
+            "noise_rate": float(0.5 * eta * eta * B0 / params.batch_size + eta * kappa * K_eff),
             "lr": eta, "batch_size": params.batch_size}
 
 
@@ -617,8 +620,9 @@ def near_equator_drift(rho, coefficients: dict):
     float or ndarray, shape of ``rho``
     """
     k = coefficients["k_star"]
-    rho = np.asarray(rho, dtype=np.float64)
-    return coefficients["signal_rate"] * rho ** (k - 1) - coefficients["noise_rate"] * rho
+    r = np.asarray(rho, dtype=np.float64)
+    out = coefficients["signal_rate"] * r ** (k - 1) - coefficients["noise_rate"] * r
+    return float(out) if out.ndim == 0 else out
 
 
 def _sigma_direction(params: SingleIndexParams):
@@ -711,7 +715,9 @@ def _first_passage(params: SingleIndexParams, y0: np.ndarray, level: float, t_gu
                 return float(times[0])
             ya = np.array([m[i - 1], s[i - 1], q[i - 1]])
 
-            def gap(t, ya=ya, ta=times[i - 1]):
+            def gap(t, ya=ya, ta=float(times[i - 1])):
+                if t <= ta:   # integrate() leaves rows NaN for an empty interval
+                    return abs(ya[0]) - level
                 mm, _, _, _ = _integrate_state(params, ya, [ta, t], method="DOP853", rtol=rtol, atol=atol)
                 return abs(mm[-1]) - level
             return float(brentq(gap, times[i - 1], times[i], xtol=1e-12 * max(1.0, times[i]), rtol=1e-13))
@@ -803,7 +809,7 @@ def predicted_escape_time(*, link, activation, loss="correlation", spike=0.0, sp
         t_half = t_formula
     else:
         t_half = _first_passage(params, _state_at_rho(rho0, params), level, t_formula, rtol=rtol, atol=atol)
-    out = {"t_half": float(t_half), "samples": float(d) * t_half if d is not None else nan,
+    out = {"t_half": float(t_half), "samples": float(d) * float(t_half) if d is not None else nan,
            "escapes": bool(math.isfinite(t_half)), "method": method, "k_star": int(k), "gain": G,
            "d_eff": float(d) / G if d is not None else nan, "rho0": rho0, "rho_end": rho_end,
            "A": nan, "B0": nan, "K": nan, "signal_rate": nan, "noise_rate": nan, "growth_rate": nan,
@@ -818,7 +824,7 @@ def predicted_escape_time(*, link, activation, loss="correlation", spike=0.0, sp
             sig = G * k * coef["A"] * sign ** k * abs(rho0) ** (k - 2)
             out["lr_max"] = max(0.0, 2.0 * params.batch_size * (sig - kK) / coef["B0"])
         if k == 2:
-            out["growth_rate"] = coef["signal_rate"] - coef["noise_rate"]
+            out["growth_rate"] = float(coef["signal_rate"] - coef["noise_rate"])
     return out
 
 
