@@ -11,7 +11,9 @@ with Δβ = β − β*.  :func:`solve` integrates it in ONE causal forward pass 
 (dln.md §5.2): at step k, the K single-site samples give row k of C_Δ and (through per-sample
 forward-mode tangents that include the memory term) row k of R_β; the n-side algebra then gives row k
 of M and C_r, an incremental Cholesky turns fixed white noise into ζ^k, and every sample takes its GD
-step.  No fixed-point iteration is needed.
+step.  No fixed-point iteration is needed.  Monte-Carlo error bars come either from a second pass of
+independent smaller closures (default; includes the error fed back through the estimated kernels)
+or from a jackknife over sample batches of the main closure (free, conditional on the kernels).
 
 Conventions are those of dln.md §2: X_{μi} ~ N(0, 1/d), loss L = ‖y − Xβ‖²/(2δ), time t = η k
 (pm parametrisation: pm clock, twice as fast as uv, not converted), `train_loss` E_tr = C_r[k, k] and
@@ -54,6 +56,7 @@ __all__ = [
     "single_site_trajectory",
     "TEACHERS",
     "INITS",
+    "ERROR_METHODS",
     "PARAMETRIZATIONS",
     "SUPPORT_THRESHOLD",
 ]
@@ -764,8 +767,9 @@ def richardson(f_eta, f_eta_half):
 def solve_gradient_flow(*, lr: float, n_steps: int, seed=0, **kwargs) -> dict:
     """Gradient-flow DMFT curves by Richardson extrapolation of two GD solves (steps η and η/2).
 
-    Runs :func:`solve` with (η, T) and (η/2, 2T) on independent seeds and returns 2 f(η/2) − f(η) on
-    the grid t_k = η k, k = 0..T.  The η/2 solve needs 4× the memory and 8× the time of the η solve.
+    Runs :func:`solve` with (η/2, 2T) and (η, T) on independent seeds and returns 2 f(η/2) − f(η) on
+    the grid t_k = η k, k = 0..T.  The η/2 solve needs 4× the memory and 8× the time of the η solve;
+    it runs first, so a memory refusal (stated for n_steps = 2T) comes before any work.
     The response is extrapolated as a density: R(t, s) ≈ R_β/η, and ``R_beta`` is returned as
     η·[2 R_{η/2}(t, s)/(η/2) − R_η(t, s)/η] so it keeps the units of the coarse grid; M − I likewise.
 
@@ -783,14 +787,15 @@ def solve_gradient_flow(*, lr: float, n_steps: int, seed=0, **kwargs) -> dict:
     Returns
     -------
     dict
-        The keys of :func:`solve` (extrapolated; ``_sem`` combined as √(4 s_{η/2}² + s_η²)), with
-        ``info`` holding both solves' info as ``info["coarse"]`` / ``info["fine"]`` flattened with
-        prefixes ``coarse_`` / ``fine_`` (netCDF-safe) and ``method = "dmft_richardson"``.
+        The keys of :func:`solve` (extrapolated; ``_sem`` combined as √(4 s_{η/2}² + s_η²), for
+        ``R_beta_sem`` √(16 s_{η/2}² + s_η²)).  ``info`` (netCDF-safe, flat) holds both solves' info
+        under the prefixes ``coarse_`` and ``fine_``, the model parameters, ``lr`` = η,
+        ``n_steps`` = T, the summed ``wall_time_s`` and ``method = "dmft_richardson"``.
     """
     ss = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
     s1, s2 = ss.spawn(2)
-    coarse = solve(lr=lr, n_steps=n_steps, seed=s1, **kwargs)
     fine = solve(lr=lr / 2, n_steps=2 * n_steps, seed=s2, **kwargs)
+    coarse = solve(lr=lr, n_steps=n_steps, seed=s1, **kwargs)
     out = {"time": coarse["time"]}
     for key in _SCALARS + ("C_delta", "C_r"):
         out[key] = richardson(coarse[key], fine[key])

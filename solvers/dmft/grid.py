@@ -38,6 +38,7 @@ __all__ = [
     "resolvent_row",
     "sandwich_row",
     "ResidualKernels",
+    "residual_kernels",
     "IncrementalCholesky",
     "CausalGaussianSampler",
     "CausalTangentHistory",

@@ -79,20 +79,22 @@ def integrate(rhs, y0, times, *, method="DOP853", rtol=DEFAULT_RTOL, atol=DEFAUL
 
     blow.terminal = True
 
-    y = np.full((times.size, y0.size), np.nan)
+    # solve_ivp wants strictly increasing t_eval: integrate on the distinct times, then expand
+    t_unique, where = np.unique(times, return_inverse=True)
+    y = np.full((t_unique.size, y0.size), np.nan)
     y[0] = y0
     info = {"solver": method, "rtol": float(rtol), "atol": float(atol), "nfev": 0, "status": 0,
             "message": "", "diverged_at": -1.0}
-    if times[-1] > times[0]:
+    if t_unique.size > 1:
         with np.errstate(over="ignore", invalid="ignore"):
-            sol = solve_ivp(rhs, (times[0], times[-1]), y0, method=method, t_eval=times,
+            sol = solve_ivp(rhs, (t_unique[0], t_unique[-1]), y0, method=method, t_eval=t_unique,
                             rtol=rtol, atol=atol, events=blow, max_step=max_step)
         n = sol.t.size
         y[:n] = sol.y.T
         info.update(nfev=int(sol.nfev), status=int(sol.status), message=str(sol.message))
         hit = sol.t_events[0] if sol.t_events else np.empty(0)
         if hit.size or sol.status < 0:
-            t_div = float(hit[0]) if hit.size else float(sol.t[-1] if sol.t.size else times[0])
+            t_div = float(hit[0]) if hit.size else float(sol.t[-1] if sol.t.size else t_unique[0])
             info["diverged_at"] = t_div
             y[n:] = np.nan
             # a row at exactly the divergence time may hold an overflowing state
@@ -101,4 +103,4 @@ def integrate(rhs, y0, times, *, method="DOP853", rtol=DEFAULT_RTOL, atol=DEFAUL
             warnings.warn(f"{name} diverged at t = {t_div:.6g} (|state| > {blowup:g} or non-finite); "
                           f"values after that time are NaN. Lower the learning rate.",
                           RuntimeWarning, stacklevel=2)
-    return ODEResult(t=times.copy(), y=y, info=info)
+    return ODEResult(t=times.copy(), y=y[where], info=info)
