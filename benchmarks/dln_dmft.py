@@ -94,7 +94,8 @@ def main(argv=None):
                                               for s in range(seeds)])
     print(f"finite-d GD d={d}, {seeds} seeds: wall {wall:7.2f} s, tracemalloc peak {peak / 1e9:.3f} GB, "
           f"process peak RSS so far {rss / 1e9:.3f} GB")
-    print(f"time ratio finite-d / DMFT: {wall / rows[0][2]:.2f} (jackknife), {wall / rows[1][2]:.2f} (replicas)")
+    print(f"time ratio finite-d / DMFT: {wall / rows[0][2]:.2f} (jackknife), "
+          f"{wall / rows[1][2]:.2f} (replicas)")
 
     sim = np.array([r["test_loss"] for r in runs])
     se = sim.std(axis=0, ddof=1) / math.sqrt(seeds)

@@ -14,12 +14,12 @@ import importlib
 
 from hidyn._version import __version__
 
-__all__ = ["__version__", "simulate", "theory", "compare", "save", "load", "models", "Tolerance",
+__all__ = ["__version__", "simulate", "theory", "compare", "sweep", "save", "load", "models", "Tolerance",
            "show_versions", "plot"]
 
 _LAZY = {
     "simulate": "hidyn.api", "theory": "hidyn.api", "compare": "hidyn.api",
-    "save": "hidyn.io", "load": "hidyn.io",
+    "save": "hidyn.io", "load": "hidyn.io", "sweep": "hidyn.sweeps",
     "Tolerance": "hidyn.validation.tolerance",
     "show_versions": "hidyn._versions",
 }

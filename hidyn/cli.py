@@ -61,6 +61,52 @@ def _run(args) -> int:
     return status
 
 
+def _sweep(args) -> int:
+    import hidyn
+    from hidyn.config import load_config
+
+    cfg = load_config(args.config)
+    if not cfg["grid"]:
+        raise ValueError(f"{args.config!r} has no [grid] table: nothing to sweep")
+    func = {"simulate": hidyn.simulate, "theory": hidyn.theory}.get(cfg["mode"])
+    if func is None:
+        raise ValueError(f"mode={cfg['mode']!r} cannot be swept: use 'simulate' or 'theory'")
+    client = None
+    executor = None
+    if args.scheduler:
+        try:
+            from distributed import Client
+        except ImportError as err:
+            raise ValueError("--scheduler needs dask.distributed: pip install 'hidyn[dask]'") from err
+        client = executor = Client(args.scheduler)
+    elif args.workers > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        executor = ProcessPoolExecutor(args.workers, mp_context=multiprocessing.get_context("spawn"))
+    try:
+        ds = hidyn.sweep(func, cfg["grid"], executor=executor, out_dir=args.out_dir, progress=True,
+                         model=cfg["model"], **cfg["params"])
+    finally:
+        if client is not None:
+            client.close()
+        elif executor is not None:
+            executor.shutdown()
+    if args.output:
+        hidyn.save(ds, args.output)
+        print(f"wrote {args.output}")
+    else:
+        print(ds)
+    return 0
+
+
+def _validate(args) -> int:
+    from hidyn.validation.cases import run_validation
+
+    rows = run_validation(quick=args.quick, family=args.family, progress=False)
+    return 0 if all(r["passed"] for r in rows) else 1
+
+
 def _versions(_args) -> int:
     from hidyn import show_versions
 
@@ -81,6 +127,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", help="write learning curves to this image file")
     p.add_argument("--progress", action="store_true", help="show a progress bar")
     p.set_defaults(func=_run)
+    p = sub.add_parser("sweep", help="run a TOML configuration with a [grid] of swept parameters")
+    p.add_argument("config", help="TOML file with [params] and [grid]")
+    p.add_argument("-o", "--output", help="write the combined result to this .nc file")
+    p.add_argument("--out-dir", help="one file per point here; an interrupted sweep resumes from it")
+    p.add_argument("--scheduler", help="address of a dask.distributed scheduler (tcp://host:8786)")
+    p.add_argument("--workers", type=int, default=1, help="local worker processes (spawned)")
+    p.set_defaults(func=_sweep)
+    p = sub.add_parser("validate", help="run the registered theory-vs-Monte-Carlo validation cases")
+    p.add_argument("--quick", action="store_true", help="the quick set at the smallest d (< 2 min)")
+    p.add_argument("--family", help="only this model family (dln, two_layer, single_index)")
+    p.set_defaults(func=_validate)
     p = sub.add_parser("versions", help="versions of hidyn and its dependencies")
     p.set_defaults(func=_versions)
     return parser

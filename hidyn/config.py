@@ -12,6 +12,12 @@ A config file names the model, what to do with it and the parameters::
     t_max = 20.0
 
 ``ratio = "none"`` (any case) stands for Python's None, which TOML cannot spell.
+
+A sweep (``hidyn sweep FILE``) adds a ``[grid]`` table of lists, expanded as a cartesian product::
+
+    [grid]
+    lr = [0.1, 0.2, 0.5]
+    d = [250, 1000]
 """
 from __future__ import annotations
 
@@ -21,7 +27,7 @@ from pathlib import Path
 __all__ = ["load_config", "MODES"]
 
 MODES = ("simulate", "theory", "compare")
-_KEYS = {"model", "mode", "params", "tolerance"}
+_KEYS = {"model", "mode", "params", "tolerance", "grid"}
 
 
 def _none(value):
@@ -68,5 +74,9 @@ def load_config(path) -> dict:
     params = cfg.get("params", {})
     if not isinstance(params, dict):
         raise ValueError(f"{str(path)!r}: [params] must be a table")
+    grid = cfg.get("grid", {})
+    if not isinstance(grid, dict) or not all(isinstance(v, list) for v in grid.values()):
+        raise ValueError(f"{str(path)!r}: [grid] must be a table of lists (one list of values per swept "
+                         f"parameter)")
     return {"model": cfg["model"], "mode": mode, "params": _none(params),
-            "tolerance": cfg.get("tolerance", {})}
+            "tolerance": cfg.get("tolerance", {}), "grid": {k: [_none(x) for x in v] for k, v in grid.items()}}

@@ -362,41 +362,62 @@ def _erf_j2(Omega, K):
     return (2.0 / _PI) / np.sqrt(d1[..., :, None] * d1[..., None, :] - q * q)
 
 
-def _erf_i3(Omega, K):
-    d1 = 1.0 + Omega.diagonal(axis1=-2, axis2=-1)       # (..., L)
-    caa = d1[..., :K, None, None]                            # 1 + C_aa, a = student i
-    cab = Omega[..., :K, :, None]                            # C_ab
-    cac = Omega[..., :K, None, :]                            # C_ac
-    cbc = Omega[..., None, :, :]                             # C_bc
-    ccc = d1[..., None, None, :]                             # 1 + C_cc
-    return (2.0 / _PI) * (cbc * caa - cab * cac) / (caa * np.sqrt(caa * ccc - cac * cac))
+@lru_cache(maxsize=64)
+def _erf_gather(K: int, L: int):
+    """Gather indices into z = (Ω.ravel(), 1 + diag Ω) for the erf I3 and I4 formulas.
 
-
-def _erf_i4(Omega, K):
-    """I4 for erf (note §4.1) with a = i, b = k students and c, d any fields.
-
-    Λ1 depends on (i, k, c) only and Λ2 is the same function of d, so both are built on (K, K, L);
-    only Λ0 needs the full (K, K, L, L) tensor:
-    Λ0 = Λ4 C_cd − (1+C_ii) C_kc C_kd − (1+C_kk) C_ic C_id + C_ik (C_ic C_kd + C_id C_kc).
+    Flat gathers replace broadcasting (for the small tensors of the ODE the cost is the number of numpy
+    calls, not flops).  Rows of idx3: (1+C_ii, 1+C_cc, C_ib, C_ic, C_bc) over (i, b, c);
+    rows of idx4: (1+C_ii, 1+C_kk, 1+C_cc, 1+C_dd, C_ik, C_ic, C_id, C_kc, C_kd, C_cd) over (i, k, c, d).
     """
-    d1 = 1.0 + Omega.diagonal(axis1=-2, axis2=-1)
-    s = Omega[..., :K, :]                                    # C_ic, student rows (..., K, L)
-    aa = d1[..., :K, None]                                   # 1 + C_ii  (..., K, 1)
-    bb = d1[..., None, :K]                                   # 1 + C_kk  (..., 1, K)
-    ab = Omega[..., :K, :K]                                  # C_ik      (..., K, K)
-    lam4 = aa * bb - ab * ab                                 # (..., K, K)
-    sc = s[..., :, None, :]                                  # C_ic  (..., K, 1, L)
-    tc = s[..., None, :, :]                                  # C_kc  (..., 1, K, L)
-    lam1 = (lam4[..., None] * d1[..., None, None, :] - tc * tc * aa[..., None]
-            - sc * sc * bb[..., None] + 2.0 * ab[..., None] * sc * tc)      # (..., K, K, L)
-    outer_s = s[..., :, :, None] * s[..., :, None, :]        # C_ic C_id  (..., K, L, L)
-    cross = sc[..., :, None] * tc[..., None, :]              # C_ic C_kd  (..., K, K, L, L)
-    lam0 = (lam4[..., None, None] * Omega[..., None, None, :, :]
-            - aa[..., None, None] * outer_s[..., None, :, :, :]
-            - bb[..., None, None] * outer_s[..., :, None, :, :]
-            + ab[..., None, None] * (cross + np.swapaxes(cross, -1, -2)))
-    norm = np.sqrt(lam1[..., :, None] * lam1[..., None, :])
-    return ((4.0 / _PI**2) / np.sqrt(lam4))[..., None, None] * _asin(lam0 / norm)
+    LL = L * L
+    i, b, c = (x.ravel() for x in np.meshgrid(np.arange(K), np.arange(L), np.arange(L), indexing="ij"))
+    idx3 = np.stack([LL + i, LL + c, i * L + b, i * L + c, b * L + c])
+    i, k, c, d = (x.ravel() for x in np.meshgrid(np.arange(K), np.arange(K), np.arange(L), np.arange(L),
+                                                 indexing="ij"))
+    idx4 = np.stack([LL + i, LL + k, LL + c, LL + d, i * L + k, i * L + c, i * L + d, k * L + c, k * L + d,
+                     c * L + d])
+    return idx3, idx4
+
+
+def _erf_ext(Omega):
+    L = Omega.shape[-1]
+    flat = Omega.reshape(Omega.shape[:-2] + (L * L,))
+    return np.concatenate((flat, 1.0 + flat[..., ::L + 1]), axis=-1)
+
+
+def _rows(g):
+    """Split the gathered (..., n_rows, N) array into its rows (views)."""
+    if g.ndim == 2:
+        return g
+    return [g[..., j, :] for j in range(g.shape[-2])]
+
+
+def _erf_i3(Omega, K, ext=None):
+    """I3(i,b,c) = (2/π)[C_bc(1+C_ii) − C_ib C_ic] / [(1+C_ii)√((1+C_ii)(1+C_cc) − C_ic²)]  (§4.1)."""
+    L = Omega.shape[-1]
+    idx3, _ = _erf_gather(K, L)
+    if ext is None:
+        ext = _erf_ext(Omega)
+    aa, cc, ab, ac, bc = _rows(ext[..., idx3])
+    val = (2.0 / _PI) * (bc * aa - ab * ac) / (aa * np.sqrt(aa * cc - ac * ac))
+    return val.reshape(Omega.shape[:-2] + (K, L, L))
+
+
+def _erf_i4(Omega, K, ext=None):
+    """I4(i,k,c,d) for erf (note §4.1): (4/π²) Λ4^{−1/2} arcsin(Λ0/√(Λ1Λ2)), a = i, b = k students."""
+    L = Omega.shape[-1]
+    _, idx4 = _erf_gather(K, L)
+    if ext is None:
+        ext = _erf_ext(Omega)
+    aa, bb, cc, dd, ab, ac, ad, bc, bd, cd = _rows(ext[..., idx4])
+    lam4 = aa * bb - ab * ab
+    abac, abad = ab * ac, ab * ad
+    lam0 = lam4 * cd - bc * bd * aa - ac * ad * bb + abac * bd + abad * bc
+    lam1 = lam4 * cc - bc * bc * aa - ac * ac * bb + 2.0 * abac * bc
+    lam2 = lam4 * dd - bd * bd * aa - ad * ad * bb + 2.0 * abad * bd
+    val = (4.0 / _PI**2) / np.sqrt(lam4) * _asin(lam0 / np.sqrt(lam1 * lam2))
+    return val.reshape(Omega.shape[:-2] + (K, K, L, L))
 
 
 def _linear_all(Omega, K, need_i4):
@@ -836,13 +857,14 @@ def two_layer_averages(activation, Omega, K: int, *, need_i4: bool = True, n_nod
     if name == "linear":
         out = _linear_all(om, K, need_i4)
     elif name == "erf":
-        out = {"I3": _erf_i3(om, K)}
+        ext = _erf_ext(om)
+        out = {"I3": _erf_i3(om, K, ext)}
         if need_i2:
             out["I2"] = _erf_i2(om)
         if need_j2:
             out["J2"] = _erf_j2(om, K)
         if need_i4:
-            out["I4"] = _erf_i4(om, K)
+            out["I4"] = _erf_i4(om, K, ext)
     elif name == "relu":
         out = {"I3": _relu_i3(om, K)}
         if need_i2:

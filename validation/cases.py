@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from hidyn.validation.tolerance import Tolerance
 
-__all__ = ["Case", "CASES", "get_case", "run_case"]
+__all__ = ["Case", "CASES", "get_case", "run_case", "run_validation"]
 
 
 @dataclass(frozen=True)
@@ -103,3 +103,48 @@ def run_case(case: Case, d: int, *, progress=False):
     sim = hidyn.simulate(case.model, d=d, seeds=case.seeds, progress=progress, **params)
     return hidyn.compare(sim, variables=list(case.variables) if case.variables else None,
                          tolerance=case.tolerance, method=case.theory_method)
+
+
+def run_validation(*, quick: bool = False, family: str | None = None, progress=False, file=None) -> list[dict]:
+    """Run the registered cases and print a table (``hidyn validate``).
+
+    ``quick`` runs only the cases marked quick, each at its smallest d.  Returns one row per
+    (case, d): case, theory method, backend, d, seeds, max |z|, max |residual|, seconds, passed.
+    """
+    import math
+    import sys
+    import time
+
+    out = file or sys.stdout
+    cases = [c for c in CASES.values() if (family is None or c.model == family) and (c.quick or not quick)]
+    if family is not None and not cases:
+        raise ValueError(f"no validation case for family={family!r}; families: "
+                         f"{', '.join(sorted({c.model for c in CASES.values()}))}")
+    print(f"{'case':<34}{'theory':>12}{'backend':>9}{'d':>7}{'seeds':>6}{'max|z|':>9}{'max|res|':>11}"
+          f"{'s':>7}  pass", file=out)
+    rows = []
+    for case in cases:
+        for d in (case.dims[:1] if quick else case.dims):
+            start = time.perf_counter()
+            try:
+                cmp = run_case(case, d, progress=progress)
+                table = cmp.table()
+                zs = [r["max_abs_z"] for r in table if not math.isnan(r["max_abs_z"])]
+                row = {"case": case.name, "theory": cmp.data.attrs.get("theory_method", case.theory_method),
+                       "backend": cmp.data.attrs.get("backend", "numpy"), "d": d, "seeds": case.seeds,
+                       "max_abs_z": max(zs) if zs else float("nan"),
+                       "max_abs_residual": max(r["max_abs_residual"] for r in table),
+                       "passed": cmp.passed}
+            except Exception as err:  # a crash is a failed case, reported in the table
+                row = {"case": case.name, "theory": case.theory_method, "backend": "?", "d": d,
+                       "seeds": case.seeds, "max_abs_z": float("nan"), "max_abs_residual": float("nan"),
+                       "passed": False, "error": f"{type(err).__name__}: {err}"}
+            row["seconds"] = time.perf_counter() - start
+            rows.append(row)
+            print(f"{row['case']:<34}{row['theory']:>12}{row['backend']:>9}{d:>7}{row['seeds']:>6}"
+                  f"{row['max_abs_z']:>9.2f}{row['max_abs_residual']:>11.2e}{row['seconds']:>7.1f}  "
+                  f"{'yes' if row['passed'] else 'NO'}" + (f"  ({row['error']})" if "error" in row else ""),
+                  file=out)
+    n_ok = sum(r["passed"] for r in rows)
+    print(f"{n_ok} passed, {len(rows) - n_ok} failed", file=out)
+    return rows

@@ -146,5 +146,7 @@ def compare_datasets(empirical: xr.Dataset, theory: xr.Dataset, *, variables=Non
         # a NaN anywhere (divergence) is a failure, never a silent pass
         out[f"{v}_ok"] = (np.abs(resid) <= bound) & np.isfinite(resid)
     data = xr.Dataset(out)
-    data.attrs.update({"tolerance": str(tolerance.to_dict()), "d": -1 if d is None else int(d)})
+    data.attrs.update({"tolerance": str(tolerance.to_dict()), "d": -1 if d is None else int(d),
+                       "theory_method": str(theory.attrs.get("method", "")),
+                       "backend": str(empirical.attrs.get("backend", ""))})
     return Comparison(data, variables, tolerance, None if d is None else int(d))

@@ -393,7 +393,8 @@ def estimate_memory(n_samples: int, n_steps: int, tangent_dtype: str = "float32"
 def _validate(ratio, sparsity, teacher, noise, init_scale, init, parametrization, lr, n_steps,
               n_samples, n_batches, tangent_dtype, memory_budget_gb, pivot_rtol):
     def finite(name, x):
-        if not isinstance(x, (int, float, np.integer, np.floating)) or isinstance(x, bool) or not math.isfinite(x):
+        is_real = isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool)
+        if not is_real or not math.isfinite(x):
             raise ValueError(f"{name} must be a finite real number, got {x!r}")
 
     finite("ratio", ratio)
@@ -422,7 +423,8 @@ def _validate(ratio, sparsity, teacher, noise, init_scale, init, parametrization
     if not isinstance(n_batches, (int, np.integer)) or n_batches < 2:
         raise ValueError(f"n_batches must be an integer >= 2, got {n_batches!r}")
     if not isinstance(n_samples, (int, np.integer)) or n_samples < 2 * n_batches:
-        raise ValueError(f"n_samples must be an integer >= 2 * n_batches = {2 * n_batches}, got {n_samples!r}")
+        raise ValueError(f"n_samples must be an integer >= 2 * n_batches = {2 * n_batches}, "
+                         f"got {n_samples!r}")
     if n_samples % n_batches:
         raise ValueError(f"n_samples ({n_samples}) must be a multiple of n_batches ({n_batches})")
     if tangent_dtype not in TANGENT_DTYPES:

@@ -133,7 +133,7 @@ class CausalKernels:
         self._r_rows[k] = True
 
     def check_causal(self) -> None:
-        """Raise ``AssertionError`` if C is not exactly symmetric or R has a non-zero on/above the diagonal."""
+        """Raise ``AssertionError`` if C is not exactly symmetric or R is non-zero on/above the diagonal."""
         if not np.array_equal(self.C, self.C.T):
             raise AssertionError("C is not symmetric")
         if np.any(np.triu(self.R) != 0):

@@ -73,3 +73,35 @@ def test_bad_configs_give_clear_errors(tmp_path, capsys):
 def test_python_dash_m_help():
     out = subprocess.run([sys.executable, "-m", "hidyn", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "run" in out.stdout and "info" in out.stdout
+
+
+SWEEP = """
+model = "dln"
+mode = "simulate"
+[params]
+ratio = "none"
+algorithm = "gf"
+seeds = 2
+t_max = 1.0
+n_times = 4
+[grid]
+d = [16, 32]
+init_scale = [0.1, 0.3]
+"""
+
+
+def test_sweep_command(tmp_path):
+    cfg = tmp_path / "sweep.toml"
+    cfg.write_text(SWEEP)
+    out = tmp_path / "sweep.nc"
+    assert main(["sweep", str(cfg), "-o", str(out), "--out-dir", str(tmp_path / "pts")]) == 0
+    ds = hidyn.load(out)
+    assert ds["test_loss"].dims[:2] == ("d", "init_scale")
+    assert len(list((tmp_path / "pts").glob("*.nc"))) == 4
+
+
+def test_validate_quick_dln(capsys):
+    assert main(["validate", "--quick", "--family", "dln"]) == 0
+    out = capsys.readouterr().out
+    assert "dln_population_gf" in out and "closed_form" in out and "0 failed" in out
+    assert main(["validate", "--family", "nope"]) == 2

@@ -135,18 +135,20 @@ def test_initial_losses_gauss_teacher():
 def test_large_ratio_matches_population_gd(init, parametrization):
     rho, sigma, lr, T = 0.2, 0.2, 0.1, 80
     with warnings.catch_warnings():
-        warnings.simplefilter("error")  # η = 0.1 is well inside the stability bound at δ = 1e4
-        out = dln.solve(ratio=1e4, sparsity=rho, noise=sigma, init_scale=ALPHA, init=init,
+        warnings.simplefilter("error")  # η = 0.1 is well inside the stability bound at δ = 1e5
+        out = dln.solve(ratio=1e5, sparsity=rho, noise=sigma, init_scale=ALPHA, init=init,
                         parametrization=parametrization, lr=lr, n_steps=T, n_samples=4000,
                         error_method="jackknife")
     ref, beta, nodes = population_curves(init, ALPHA, lr, T, "rademacher", rho, sigma, parametrization)
-    # At δ = 1e4 the DMFT differs from δ = ∞ by O(1/δ): the memory term M − I = O(R_β/δ), and the
-    # field noise ζ (variance E_tr/δ) enters the averages at second order.  Measured ≤ 2e-4 relative.
+    # At δ = 1e5 the DMFT differs from δ = ∞ systematically by O(1/δ) (memory term M − I = O(R_β/δ),
+    # ζ of variance E_tr/δ at second order), plus the Monte-Carlo average of the zero-mean first-order
+    # response to ζ, O((δK)^{-1/2}) times a sensitivity growing with t.  Measured ≤ 1.7e-4 relative
+    # (6.4e-4 at δ = 1e4, i.e. the δ^{-1/2} Monte-Carlo term dominates).
     for key in ("test_loss", "train_loss", "overlap", "norm2"):
         np.testing.assert_allclose(out[key], ref[key], rtol=1e-3, atol=1e-6, err_msg=key)
-    # E|β| is not smooth at β = 0: off-support coordinates respond to ζ (std √(E_tr/δ) ≈ 5e-3) at
-    # FIRST order, so |β| picks up O(δ^{-1/2}) (measured 1e-3 at δ = 1e4, t = 8).
-    np.testing.assert_allclose(out["norm1"], ref["norm1"], rtol=0, atol=3e-3)
+    # E|β| is not smooth at β = 0: off-support coordinates respond to ζ (std √(E_tr/δ) ≈ 1.5e-3) at
+    # FIRST order, so |β| picks up O(δ^{-1/2}) (measured 4e-4 at δ = 1e5, 1e-3 at δ = 1e4; t = 8).
+    np.testing.assert_allclose(out["norm1"], ref["norm1"], rtol=0, atol=1.5e-3)
     # Support recovery: every support coordinate follows the same path up to its sign, so TPR is
     # 0 or 1; skip the steps where that path is within 1e-2 of the threshold (ζ can shift them).
     b_pos = beta[:, nodes == 1.0][:, 0]

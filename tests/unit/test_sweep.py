@@ -1,0 +1,121 @@
+"""Sweeps: coordinates, executors (spawn process pool, dask), failures, interrupted-then-resumed."""
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+
+import hidyn
+from hidyn.sweeps import grid_points, point_filename
+
+FIXED = dict(model="dln", ratio=None, algorithm="gf", seeds=2, t_max=2.0, n_times=5)
+GRID = {"init_scale": [0.1, 0.5], "d": [32, 64]}
+
+
+def test_grid_expansion_and_validation():
+    points, names, cartesian = grid_points(GRID)
+    assert len(points) == 4 and names == ["init_scale", "d"] and cartesian
+    with pytest.raises(ValueError, match="not a scalar"):
+        grid_points({"T": [np.eye(2)]})
+    with pytest.raises(ValueError, match="repeated"):
+        grid_points({"d": [8, 8]})
+    with pytest.raises(ValueError, match="same parameters"):
+        grid_points([{"d": 8}, {"lr": 0.1}])
+    assert point_filename({"d": 8}, {"a": 1}) == point_filename({"d": 8}, {"a": 1})
+    assert point_filename({"d": 8}, {"a": 1}) != point_filename({"d": 8}, {"a": 2})
+
+
+def test_serial_sweep_makes_coordinates_not_attrs():
+    ds = hidyn.sweep(hidyn.simulate, GRID, **FIXED)
+    assert ds["test_loss"].dims[:2] == ("init_scale", "d")
+    assert "init_scale" not in ds.attrs and "d" not in ds.attrs
+    one = hidyn.simulate(d=64, init_scale=0.1, **FIXED)
+    np.testing.assert_array_equal(ds["test_loss"].sel(init_scale=0.1, d=64).values, one["test_loss"].values)
+    with pytest.raises(ValueError, match="both in the grid and as fixed"):
+        hidyn.sweep(hidyn.simulate, {"d": [8]}, d=8, model="dln")
+
+
+def test_explicit_points_stack_along_point():
+    th = hidyn.sweep(hidyn.theory, [{"init_scale": 0.1}, {"init_scale": 0.3}], model="dln", ratio=None,
+                     t_max=2.0, n_times=5)
+    assert th["test_loss"].dims == ("point", "time")
+    np.testing.assert_array_equal(th["init_scale"].values, [0.1, 0.3])
+
+
+def _flaky(**kw):
+    if kw["init_scale"] == 0.5 and kw["d"] == 32:
+        raise RuntimeError("boom at this point")
+    return hidyn.simulate(**kw)
+
+
+def test_failed_point_is_reported_and_others_complete(tmp_path):
+    with pytest.warns(RuntimeWarning, match="1 of 4 points failed"):
+        ds = hidyn.sweep(_flaky, GRID, out_dir=tmp_path, **FIXED)
+    failures = json.loads(ds.attrs["sweep_failures"])
+    assert len(failures) == 1 and "boom" in failures[0]["error"]
+    assert ds.sizes["point"] == 3
+    assert len(list(tmp_path.glob("*.nc"))) == 3
+    assert json.loads((tmp_path / "failures.json").read_text())[0]["point"] == {"init_scale": 0.5, "d": 32}
+
+
+def test_spawn_process_pool_equals_serial():
+    serial = hidyn.sweep(hidyn.simulate, GRID, **FIXED)
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
+        parallel = hidyn.sweep(hidyn.simulate, GRID, executor=pool, **FIXED)
+    xr.testing.assert_allclose(serial.drop_attrs(), parallel.drop_attrs(), rtol=0, atol=0)
+
+
+def test_dask_local_cluster_two_workers_equals_serial():
+    distributed = pytest.importorskip("distributed")
+    serial = hidyn.sweep(hidyn.simulate, GRID, **FIXED)
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) \
+            as cluster, distributed.Client(cluster) as client:
+        assert len(client.scheduler_info()["workers"]) == 2
+        dist = hidyn.sweep(hidyn.simulate, GRID, executor=client, **FIXED)
+    xr.testing.assert_allclose(serial.drop_attrs(), dist.drop_attrs(), rtol=0, atol=0)
+
+
+SCRIPT = textwrap.dedent("""
+    import sys, time
+    import hidyn
+    log = open(sys.argv[2], "a")
+    def slow(**kw):
+        ds = hidyn.simulate(**kw)
+        time.sleep(0.4)
+        log.write(repr(sorted((k, kw[k]) for k in ("d", "init_scale"))) + "\\n"); log.flush()
+        return ds
+    hidyn.sweep(slow, {"init_scale": [0.1, 0.2, 0.3, 0.4], "d": [32, 48]}, out_dir=sys.argv[1],
+                model="dln", ratio=None, algorithm="gf", seeds=1, t_max=1.0, n_times=3)
+""")
+
+
+def test_interrupted_sweep_resumes_without_loss_or_recomputation(tmp_path):
+    out, log1, log2 = tmp_path / "points", tmp_path / "first.log", tmp_path / "second.log"
+    script = tmp_path / "run.py"
+    script.write_text(SCRIPT)
+    proc = subprocess.Popen([sys.executable, str(script), str(out), str(log1)])
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(out.glob("*.nc"))) < 3:
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait()
+    done_before = {p.name for p in out.glob("*.nc")}
+    assert 3 <= len(done_before) < 8, "the sweep was not interrupted halfway"
+    # the restart: same sweep, another log
+    subprocess.run([sys.executable, str(script), str(out), str(log2)], check=True)
+    first = log1.read_text().splitlines()
+    second = log2.read_text().splitlines()
+    assert len(list(out.glob("*.nc"))) == 8                       # no point lost
+    assert not set(first[:len(done_before)]) & set(second)        # none of the finished ones recomputed
+    assert len(second) == 8 - len(done_before)                    # exactly the missing ones ran
+    assert not list(out.glob(".*.tmp*"))                          # no half-written files left
