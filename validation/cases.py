@@ -148,3 +148,26 @@ def run_validation(*, quick: bool = False, family: str | None = None, progress=F
     n_ok = sum(r["passed"] for r in rows)
     print(f"{n_ok} passed, {len(rows) - n_ok} failed", file=out)
     return rows
+
+
+# --- DLN in the proportional regime: DMFT vs finite-d GD (dln.md §5; issue 5) -----------------------
+_DMFT_WHY = ("DMFT (K = 16 000 samples, replica error bars combined with the MC SEM) vs finite-d GD: "
+             "the family default z = 4, rtol 0.5·d^(-1/2) (hidyn.families.dln.default_tolerance).")
+_register(Case(
+    name="dln_dmft_gd_ratio0.5",
+    model="dln",
+    params=dict(ratio=0.5, sparsity=0.1, noise=0.1, init_scale=0.3, lr=0.1, t_max=10.0, n_times=30),
+    dims=(512, 2048), seeds=8, why=_DMFT_WHY,
+))
+_register(Case(
+    name="dln_dmft_gd_ratio2",
+    model="dln",
+    params=dict(ratio=2.0, sparsity=0.1, noise=0.3, init_scale=0.3, lr=0.1, t_max=10.0, n_times=30),
+    dims=(512, 2048), seeds=8, why=_DMFT_WHY,
+))
+_register(Case(
+    name="dln_dmft_gd_small_alpha",
+    model="dln",
+    params=dict(ratio=0.5, sparsity=0.1, noise=0.0, init_scale=0.03, lr=0.1, t_max=15.0, n_times=30),
+    dims=(1024,), seeds=8, quick=False, why=_DMFT_WHY,
+))

@@ -137,7 +137,8 @@ def compare_datasets(empirical: xr.Dataset, theory: xr.Dataset, *, variables=Non
         floor = ROUNDOFF * float(np.nanmax(np.abs(th.values))) if th.size else 0.0
         bound = tolerance.bound(sem, th, d) + floor
         with np.errstate(divide="ignore", invalid="ignore"):
-            z = resid / sem
+            # a z-score is meaningless where the SEM is round-off (deterministic points such as t = 0)
+            z = (resid / sem).where(sem > floor)
         out[f"{v}_mean"] = mean
         out[f"{v}_sem"] = sem
         out[f"{v}_theory"] = th

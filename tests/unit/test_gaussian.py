@@ -81,7 +81,7 @@ def test_expect_rejects_bad_node_count():
 def _omegas(rng):
     """Field covariances for K = M = 2 in the ODE range, including singular ones."""
     out = [random_cov(4, rng, scale=0.4)]
-    T = random_cov(2, rng, scale=0.5)
+    T = random_cov(2, rng, scale=0.3)
     out.append(np.block([[T, T], [T, T]]))                       # students equal teachers
     W = random_cov(3, rng, scale=0.4)
     out.append(W[[0, 0, 1, 2]][:, [0, 0, 1, 2]])                 # two identical students
@@ -140,7 +140,7 @@ def test_batched_omega_equals_loop():
             single = G.two_layer_averages(name, oms[j], 2, n_nodes=12)
             for key in single:
                 np.testing.assert_allclose(batched[key][j], single[key], rtol=1e-12, atol=1e-15)
-    np.testing.assert_allclose(G.two_layer_i2("erf", oms), batched["I2"] * 0 + G.two_layer_averages("erf", oms, 2)["I2"])
+        np.testing.assert_allclose(G.two_layer_i2(name, oms, n_nodes=12), batched["I2"], rtol=1e-12, atol=1e-15)
 
 
 def test_tanh_quadrature_against_monte_carlo():
@@ -197,7 +197,8 @@ def _relu_pair_refs(C, a, b, c):
         mb, _ = cond(x, b)
         mc, sc = cond(x, c)
         cov_bc = C[b, c] - C[a, b] * C[a, c] / saa
-        return (x > 0) * (mb * erelu(mc, sc) + cov_bc * PHI(mc / sc)) * dens(x)
+        p_c = PHI(mc / sc) if sc > 0 else float(mc > 0)
+        return (x > 0) * (mb * erelu(mc, sc) + cov_bc * p_c) * dens(x)
 
     i3 = _quad(i3_integrand)
     return i2, j2, i3
@@ -241,7 +242,7 @@ def _one_factor_i4(a, sig, tup):
                 val *= (m * m + s * s) * PHI(m / s) + m * s * phi(m / s)
         return val
 
-    w = [math.sqrt(1 - x * x) / abs(x) for x in a if abs(x) > 0]
+    w = [math.sqrt(1 - x * x) / abs(x) for x in a if abs(x) > 0.99]  # only nearly degenerate fields
     edges = sorted({0.0, -12.0, 12.0} | {sg * x * k for x in w for k in (1, 3, 10) for sg in (1, -1) if x * k < 12})
     return sum(integrate.quad(f, lo, hi, epsabs=1e-15, epsrel=1e-13, limit=200)[0]
                for lo, hi in zip(edges[:-1], edges[1:]))
