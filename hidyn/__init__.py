@@ -16,12 +16,14 @@ from hidyn._version import __version__
 
 __all__ = ["__version__", "simulate", "theory", "compare", "sweep", "save", "load", "models", "Tolerance",
            "show_versions", "plot"]
+__all__ += ["escape_time"]
 
 _LAZY = {
     "simulate": "hidyn.api", "theory": "hidyn.api", "compare": "hidyn.api",
     "save": "hidyn.io", "load": "hidyn.io", "sweep": "hidyn.sweeps",
     "Tolerance": "hidyn.validation.tolerance",
     "show_versions": "hidyn._versions",
+    "escape_time": "hidyn.escape",
 }
 _SUBMODULES = ("models", "plot", "results", "observables", "io", "rng", "config", "api", "activations",
                "solvers", "validation")

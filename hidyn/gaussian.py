@@ -556,10 +556,11 @@ class _PathCorr:
     def cond2(self, p, q, fields):
         """Conditional covariance of ``fields`` given u_p = u_q = 0 (explicit 2×2 inverse).
 
-        With w± = 1 ∓ t ρ_pq (computed as u + t(1 ∓ ρ_pq)) the correction
-        t²[ρ_xp ρ_yp − tρ_pq(ρ_xp ρ_yq + ρ_xq ρ_yp) + ρ_xq ρ_yq]/(w₊ w₋) is split as
-        t²(ρ_xp ∓ ρ_xq)(ρ_yp ∓ ρ_yq)/(w₊w₋) ± t²(ρ_xp ρ_yq + ρ_xq ρ_yp)/w±  (sign of ρ_pq), which stays
-        accurate when u_p = ±u_q (a student equal to another student or to a teacher).
+        With w₋ = 1 − tρ_pq and w₊ = 1 + tρ_pq (computed as u + t(1 ∓ ρ_pq), no cancellation) the
+        correction t²[ρ_xp ρ_yp − tρ_pq(ρ_xp ρ_yq + ρ_xq ρ_yp) + ρ_xq ρ_yq]/(w₋w₊) equals, for ρ_pq ≥ 0,
+        t²(ρ_xp − ρ_xq)(ρ_yp − ρ_yq)/(w₋w₊) + t²(ρ_xp ρ_yq + ρ_xq ρ_yp)/w₊, and for ρ_pq < 0 the same
+        with (ρ_xp + ρ_xq)(ρ_yp + ρ_yq) and −(…)/w₋.  This stays accurate when u_p = ±u_q (a student
+        equal to another student or to a teacher), where w₋ or w₊ vanishes as t → 1.
         """
         rho_pq = self.rho_of(p, q)
         t, u = self.t, self.u
@@ -644,10 +645,10 @@ def _relu_i4_unit4(rho):
     # pairs (i,a), (i,b), (k,a), (k,b): δ_p Θ_other Θ_q relu_rest
     for p, other in ((0, 1), (1, 0)):
         c = pc.cond1(p, (other, 2, 3))
-        h = h + rho[(p, 2) if p < 2 else (2, p)][..., None] * _INV_SQRT_2PI * _e_ttr(c, other, 2, 3)
+        h = h + rho[(p, 2)][..., None] * _INV_SQRT_2PI * _e_ttr(c, other, 2, 3)
         h = h + rho[(p, 3)][..., None] * _INV_SQRT_2PI * _e_ttr(c, other, 3, 2)
-    rab = rho[(2, 3)][..., None]
-    integrand = h + rab * (1.0 - t) * _plackett_g(pc)
+    # pair (a,b): Θ_i Θ_k Θ_a Θ_b = P4(R(t)), folded in with weight (1 − t) (Fubini)
+    integrand = h + rho[(2, 3)][..., None] * (1.0 - t) * _plackett_g(pc)
     return 1.0 / (8.0 * _PI) + rho[(2, 3)] / 16.0 + integrand @ wt
 
 
@@ -832,8 +833,9 @@ def two_layer_averages(activation, Omega, K: int, *, need_i4: bool = True, n_nod
     n_nodes : int, optional
         Gauss–Hermite nodes per axis for quadrature-based activations (defaults: 128 for 1-D, 64 for
         2-D, 32 for 3-D, 20 for 4-D integrals; 10 for polynomial activations, which is exact).  The
-        error of tensor Gauss–Hermite grows with the field variances: for tanh/sigmoid with
-        Ω entries ≲ 1 expect ~1e-6 (I2, J2, I3) and ~1e-4 (I4); pass more nodes if needed.
+        error of tensor Gauss–Hermite grows with the field variances; measured for tanh against
+        56 nodes: Ω diagonal ≈ 0.5 → ≤ 1e-10 (I2, J2, I3), 5e-7 (I4); ≈ 1 → ≤ 5e-7, 3e-5;
+        ≈ 2 → ≤ 2e-4, 5e-4.  Pass more nodes for large variances.
     check : bool
         Validate Ω.  Internal hot paths pass False.
     need_i2, need_j2 : bool
@@ -854,6 +856,12 @@ def two_layer_averages(activation, Omega, K: int, *, need_i4: bool = True, n_nod
     act = _resolve_activation(activation)
     om = _check_omega(Omega, K) if check else np.asarray(Omega, dtype=np.float64)
     name = act.name
+    if not check and not np.isfinite(om).all():
+        # unchecked callers (an ODE right-hand side after a blow-up) get NaN, not a LinAlgError
+        batch, L = om.shape[:-2], om.shape[-1]
+        shapes = {"I2": (L, L), "J2": (K, K), "I3": (K, L, L), "I4": (K, K, L, L)}
+        want = {"I2": need_i2, "J2": need_j2, "I3": True, "I4": need_i4}
+        return {k: np.full(batch + shp, np.nan) for k, shp in shapes.items() if want[k]}
     if name == "linear":
         out = _linear_all(om, K, need_i4)
     elif name == "erf":

@@ -171,3 +171,34 @@ _register(Case(
     params=dict(ratio=0.5, sparsity=0.1, noise=0.0, init_scale=0.03, lr=0.1, t_max=15.0, n_times=30),
     dims=(1024,), seeds=8, quick=False, why=_DMFT_WHY,
 ))
+
+
+# --- teacher–student online SGD vs the Saad–Solla / Goldt et al. ODE (teacher_student.md; issue 3) ---
+_TS_WHY = ("seed mean of 16 runs vs the mean of per-seed ODEs from each run's own t = 0 overlaps; "
+           "z = 3, c = 0.1 (hidyn.families.two_layer.default_tolerance: c is half the measured "
+           "single-run fluctuation amplitude c0 ≈ 0.2 of eps_g).")
+_register(Case(
+    name="two_layer_erf_plateau",
+    model="two_layer",
+    params=dict(K=2, M=2, activation="erf", lr=1.0, init_scale=0.5, t_max=150.0, n_times=60),
+    dims=(250, 1000), seeds=16, why="(a) plateau and specialisation, K = M = 2, erf, η = 1. " + _TS_WHY,
+))
+_register(Case(
+    name="two_layer_both_layers_noise",
+    model="two_layer",
+    params=dict(K=3, M=2, activation="erf", lr=0.5, lr_second=0.5, train_second_layer=True, noise=0.1,
+                init_scale=0.5, t_max=50.0, n_times=40),
+    dims=(250, 1000), seeds=16, why="(b) K = 3 > M = 2, both layers trained, σ = 0.1. " + _TS_WHY,
+))
+_register(Case(
+    name="two_layer_linear",
+    model="two_layer",
+    params=dict(K=2, M=2, activation="linear", lr=0.2, init_scale=0.5, t_max=20.0, n_times=30),
+    dims=(250, 1000), seeds=16, why="(c) linear activation (closed-form averages). " + _TS_WHY,
+))
+_register(Case(
+    name="two_layer_relu",
+    model="two_layer",
+    params=dict(K=2, M=2, activation="relu", lr=0.5, init_scale=0.5, t_max=50.0, n_times=30),
+    dims=(250, 1000), seeds=16, why="(d) ReLU (closed-form I2, J2, I3; Plackett-identity I4). " + _TS_WHY,
+))

@@ -38,7 +38,7 @@ def initial_overlaps(spec: TwoLayerSpec, init=None, *, per_seed: bool = False):
             "d -> infinity limit of the random start (R = 0: the symmetric plateau is never left)")
 
 
-def ode(spec: TwoLayerSpec, times, *, init=None, per_seed: bool = False, method: str = "DOP853",
+def ode(spec: TwoLayerSpec, times, *, init=None, per_seed: bool = True, method: str = "DOP853",
         rtol: float = 1e-10, atol: float = 1e-12):
     """Integrate the Saad–Solla / Goldt et al. ODEs (teacher_student.md §3) at ``times``."""
     from hidyn.solvers.ode.two_layer import solve
@@ -80,3 +80,18 @@ METHODS = {"ode": ode}
 def default_variables(spec: TwoLayerSpec):
     return ["test_loss", "train_loss", "Q", "R", "v"] if spec.train_second_layer else \
         ["test_loss", "train_loss", "Q", "R"]
+
+
+def default_tolerance(spec: TwoLayerSpec, sim=None):
+    """z·SEM + c·d^(−1/2) against the per-seed ODE (each seed's ODE starts from its own overlaps).
+
+    The order parameters of one run fluctuate around the ODE by σ₁ ≈ c₀·d^(−1/2) (Goldt et al. 2019,
+    O(1/√N) convergence); measured (K = M = 2, erf, η = 0.5, d ∈ {250, 500, 1000}, 16 seeds):
+    c₀ ≈ 0.18–0.26 on ε_g, 0.29–0.44 on Q, 0.6–0.76 on R.  Those fluctuations average out in the seed
+    mean (their SEM is the z·SEM term); what is left is an O(1/d) bias, measured below 3·SEM at every d.
+    c = 0.1 allows a bias of half of one run's typical ε_g deviation, a margin for the η² term's
+    nonlinearity near the plateau exit, where small timing differences are amplified.
+    """
+    from hidyn.validation.tolerance import Tolerance
+
+    return Tolerance(z=3.0, c=0.1, p=0.5)

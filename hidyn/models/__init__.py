@@ -8,8 +8,10 @@ from __future__ import annotations
 from hidyn.models._base import ModelSpec
 from hidyn.models.dln import DLNSpec
 from hidyn.models.two_layer import TwoLayerSpec
+from hidyn.models.single_index import SingleIndexSpec
 
 __all__ = ["ModelSpec", "DLNSpec", "TwoLayerSpec", "get", "register", "available", "spec_class"]
+__all__ += ["SingleIndexSpec"]
 
 _REGISTRY: dict[str, type[ModelSpec]] = {}
 
@@ -55,3 +57,4 @@ def get(model, **params) -> ModelSpec:
 
 register(DLNSpec)
 register(TwoLayerSpec)
+register(SingleIndexSpec)

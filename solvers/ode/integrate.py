@@ -72,6 +72,13 @@ def integrate(rhs, y0, times, *, method="DOP853", rtol=DEFAULT_RTOL, atol=DEFAUL
     if not np.all(np.isfinite(y0)):
         raise ValueError(f"{name}: initial state has non-finite entries")
 
+    reached = [float(times[0])]
+
+    def tracked(t, y):
+        # the last time the solver evaluated: the failure time when solve_ivp stops without an event
+        reached[0] = max(reached[0], float(t))
+        return rhs(t, y)
+
     def blow(t, y):
         if not np.all(np.isfinite(y)):
             return -1.0
@@ -87,14 +94,14 @@ def integrate(rhs, y0, times, *, method="DOP853", rtol=DEFAULT_RTOL, atol=DEFAUL
             "message": "", "diverged_at": -1.0}
     if t_unique.size > 1:
         with np.errstate(over="ignore", invalid="ignore"):
-            sol = solve_ivp(rhs, (t_unique[0], t_unique[-1]), y0, method=method, t_eval=t_unique,
+            sol = solve_ivp(tracked, (t_unique[0], t_unique[-1]), y0, method=method, t_eval=t_unique,
                             rtol=rtol, atol=atol, events=blow, max_step=max_step)
         n = sol.t.size
         y[:n] = sol.y.T
         info.update(nfev=int(sol.nfev), status=int(sol.status), message=str(sol.message))
         hit = sol.t_events[0] if sol.t_events else np.empty(0)
         if hit.size or sol.status < 0:
-            t_div = float(hit[0]) if hit.size else float(sol.t[-1] if sol.t.size else t_unique[0])
+            t_div = float(hit[0]) if hit.size else reached[0]
             info["diverged_at"] = t_div
             y[n:] = np.nan
             # a row at exactly the divergence time may hold an overflowing state
