@@ -175,8 +175,8 @@ _register(Case(
 
 # --- teacher–student online SGD vs the Saad–Solla / Goldt et al. ODE (teacher_student.md; issue 3) ---
 _TS_WHY = ("seed mean of 16 runs vs the mean of per-seed ODEs from each run's own t = 0 overlaps; "
-           "z = 3, c = 0.1 (hidyn.families.two_layer.default_tolerance: c is half the measured "
-           "single-run fluctuation amplitude c0 ≈ 0.2 of eps_g).")
+           "z = 3 plus c·d^(-1/2) per variable, c = one single-run fluctuation amplitude "
+           "(hidyn.families.two_layer.default_tolerance).")
 _register(Case(
     name="two_layer_erf_plateau",
     model="two_layer",

@@ -31,6 +31,11 @@ class Comparison:
         self.tolerance = tolerance
         self.d = d
 
+    def tolerance_for(self, variable: str) -> Tolerance:
+        if isinstance(self.tolerance, dict):
+            return self.tolerance.get(variable, Tolerance())
+        return self.tolerance
+
     @property
     def passed(self) -> bool:
         """True when every compared point is within the tolerance."""
@@ -61,13 +66,20 @@ class Comparison:
 
     def summary(self, file=None) -> str:
         """Print (and return) a one-line-per-variable table."""
-        tol = self.tolerance
-        head = (f"theory vs Monte-Carlo (d={self.d}, tolerance z={tol.z:g}·SEM + {tol.c:g}·d^-{tol.p:g}"
-                f" + {tol.atol:g} + {tol.rtol:g}·|theory|)")
+        def describe(tol):
+            return (f"z={tol.z:g}·SEM + {tol.c:g}·d^-{tol.p:g} + {tol.atol:g} + {tol.rtol:g}·|theory|")
+
+        if isinstance(self.tolerance, dict):
+            head = f"theory vs Monte-Carlo (d={self.d}; tolerance per variable)"
+        else:
+            head = f"theory vs Monte-Carlo (d={self.d}, tolerance {describe(self.tolerance)})"
         lines = [head, f"{'variable':<12}{'max|res|':>12}{'res/scale':>10}{'max|z|':>9}{'at t':>10}  pass"]
         for r in self.table():
-            lines.append(f"{r['variable']:<12}{r['max_abs_residual']:>12.3e}{r['max_rel_residual']:>10.2%}"
-                         f"{r['max_abs_z']:>9.2f}{r['worst_time']:>10.4g}  {'yes' if r['passed'] else 'NO'}")
+            line = (f"{r['variable']:<12}{r['max_abs_residual']:>12.3e}{r['max_rel_residual']:>10.2%}"
+                    f"{r['max_abs_z']:>9.2f}{r['worst_time']:>10.4g}  {'yes' if r['passed'] else 'NO'}")
+            if isinstance(self.tolerance, dict):
+                line += f"   ({describe(self.tolerance_for(r['variable']))})"
+            lines.append(line)
         lines.append(f"overall: {'PASSED' if self.passed else 'FAILED'}")
         text = "\n".join(lines)
         print(text, file=file)
@@ -89,10 +101,13 @@ def compare_datasets(empirical: xr.Dataset, theory: xr.Dataset, *, variables=Non
                      tolerance: Tolerance | None = None, d=None) -> Comparison:
     """Compare a Monte-Carlo Dataset (dims seed, time, ...) with a theory Dataset (dims time, ...).
 
+    ``tolerance`` is one :class:`Tolerance` for every variable, or a dict variable → Tolerance (variables
+    on different scales, e.g. losses and overlaps, may need different finite-size allowances).
     The theory is interpolated (linearly) onto the simulation's times when its time grid differs.
     A theory variable ``X_sem`` (sampled theories such as the DMFT) adds in quadrature to the MC SEM.
     """
     tolerance = tolerance or Tolerance()
+    per_var = tolerance if isinstance(tolerance, dict) else {}
     if variables is None:
         variables = [v for v in empirical.data_vars
                      if v in theory.data_vars and not v.endswith("_sem") and "time" in empirical[v].dims
@@ -135,7 +150,8 @@ def compare_datasets(empirical: xr.Dataset, theory: xr.Dataset, *, variables=Non
         # round-off floor: theory values that are exactly 0 in exact arithmetic (t = 0 overlaps) come
         # out of quadrature as ~1e-19; 1e-10 of the variable's scale is far below any statistical error
         floor = ROUNDOFF * float(np.nanmax(np.abs(th.values))) if th.size else 0.0
-        bound = tolerance.bound(sem, th, d) + floor
+        tol = per_var.get(v, Tolerance()) if per_var else tolerance
+        bound = tol.bound(sem, th, d) + floor
         with np.errstate(divide="ignore", invalid="ignore"):
             # a z-score is meaningless where the SEM is round-off (deterministic points such as t = 0)
             z = (resid / sem).where(sem > floor)
@@ -147,7 +163,8 @@ def compare_datasets(empirical: xr.Dataset, theory: xr.Dataset, *, variables=Non
         # a NaN anywhere (divergence) is a failure, never a silent pass
         out[f"{v}_ok"] = (np.abs(resid) <= bound) & np.isfinite(resid)
     data = xr.Dataset(out)
-    data.attrs.update({"tolerance": str(tolerance.to_dict()), "d": -1 if d is None else int(d),
+    tol_desc = {k: t.to_dict() for k, t in per_var.items()} if per_var else tolerance.to_dict()
+    data.attrs.update({"tolerance": str(tol_desc), "d": -1 if d is None else int(d),
                        "theory_method": str(theory.attrs.get("method", "")),
                        "backend": str(empirical.attrs.get("backend", ""))})
     return Comparison(data, variables, tolerance, None if d is None else int(d))

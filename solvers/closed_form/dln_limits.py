@@ -304,9 +304,9 @@ def _solve_psd(H, rhs):
     scale = float(np.max(np.diag(H))) if H.size else 1.0
     for jitter in (0.0, 1e-14, 1e-12, 1e-10):
         try:
-            c = linalg.cho_factor(H + jitter * scale * np.eye(H.shape[0]), check_finite=False)
-            return linalg.cho_solve(c, rhs, check_finite=False)
-        except linalg.LinAlgError:
+            low = np.linalg.cholesky(H + jitter * scale * np.eye(H.shape[0]))
+            return linalg.cho_solve((low, True), rhs, check_finite=False)
+        except np.linalg.LinAlgError:
             continue
     return np.linalg.lstsq(H, rhs, rcond=None)[0]
 
