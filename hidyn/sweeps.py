@@ -196,7 +196,10 @@ def sweep(func, grid, /, *, executor=None, out_dir=None, progress=None, **fixed)
     stacked = xr.concat([ds.expand_dims("point") for ds in labelled], dim="point", join="outer",
                         combine_attrs="drop_conflicts", coords="different", compat="equals")
     if cartesian and not failures:
-        combined = stacked.set_index(point=names).unstack("point").transpose(*names, ...)
+        if len(names) == 1:  # a one-level index cannot be unstacked: the point dim becomes the parameter
+            combined = stacked.swap_dims({"point": names[0]}).transpose(names[0], ...)
+        else:
+            combined = stacked.set_index(point=names).unstack("point").transpose(*names, ...)
     else:
         # explicit points, or a product with holes (failed points): keep the point dim rather than
         # fill the holes with invented values

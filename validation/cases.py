@@ -202,3 +202,81 @@ _register(Case(
     params=dict(K=2, M=2, activation="relu", lr=0.5, init_scale=0.5, t_max=50.0, n_times=30),
     dims=(250, 1000), seeds=16, why="(d) ReLU (closed-form I2, J2, I3; Plackett-identity I4). " + _TS_WHY,
 ))
+
+# --- spiked-covariance single-index online SGD vs the (m, s, q) ODE (single_index.md; issue 4) ---
+# Full d-dimensional SGD (numpy backend), seed mean of 16 runs started at m0 exactly, against the ODE
+# from the same start.  Default tolerance hidyn.families.single_index.default_tolerance:
+# 4·SEM + (0.5 + 1.5·|theory|)/√d, the finite-size term calibrated on exactly these cases with the exact
+# reduced chain (400 runs at d = 256 and 1024; the seed-mean bias is O(1/d), largest at d = 256).
+_SI_WHY = ("seed mean of 16 full-d SGD runs vs the ODE from the same start; 4·SEM plus the measured "
+           "O(1/d) seed-mean bias bounded by (0.5 + 1.5·|theory|)/√d "
+           "(hidyn.families.single_index.default_tolerance).")
+_register(Case(
+    name="single_index_he2",
+    model="single_index",
+    params=dict(link="he2", activation="he2", loss="correlation", geometry="sphere", lr=0.2, m0=0.2,
+                t_max=15.0, n_times=40),
+    dims=(256, 1024), seeds=16,
+    why="h2 target and student, correlation loss, isotropic (m_inf = 0.80 at lr 0.2, note §3). " + _SI_WHY,
+))
+_register(Case(
+    name="single_index_he2_aligned_spike",
+    model="single_index",
+    params=dict(link="he2", activation="he2", loss="correlation", spike=5.0, spike_angle=0.0,
+                geometry="sphere", lr=0.1, m0=0.2, t_max=10.0, n_times=40),
+    dims=(256, 2048), seeds=16,
+    why="h2 with an aligned spike kappa = 5 (gain G = 6: faster escape, note §4). " + _SI_WHY,
+))
+_register(Case(
+    name="single_index_relu_plain",
+    model="single_index",
+    params=dict(link="relu", activation="relu", loss="square", geometry="plain", lr=0.5, m0=0.1,
+                batch_size=2, t_max=8.0, n_times=30),
+    dims=(256, 1024), seeds=16,
+    why="ReLU target and student (k* = 1, kink: polar quadrature, note §3), square loss, plain geometry "
+        "(q evolves), batch of 2 (B divided by 2). " + _SI_WHY,
+))
+_register(Case(
+    name="single_index_tanh_wn_sigma",
+    model="single_index",
+    params=dict(link="tanh", activation="tanh", loss="square", spike=2.0, spike_angle=0.0,
+                geometry="wn_sigma", lr=0.5, m0=0.1, t_max=10.0, n_times=30),
+    dims=(256, 1024), seeds=16,
+    why="tanh target and student, square loss, weight-normalised student with spike kappa = 2 "
+        "(converges to theta*/sqrt(R), note §4 mechanism 2). " + _SI_WHY,
+))
+_register(Case(
+    name="single_index_misaligned_spike",
+    model="single_index",
+    params=dict(link="he2", activation="he2", loss="correlation", spike=5.0, spike_angle=0.7853981633974483,
+                geometry="sphere", lr=0.05, m0=0.1, t_max=15.0, n_times=40),
+    dims=(256, 1024), seeds=16,
+    extra={"sigma_direction": True},
+    why="misaligned spike (phi = 45 deg, kappa = 5) on the Euclidean sphere: w converges to the direction "
+        "Sigma theta*, m -> R/|Sigma theta*| = 0.814 as lr -> 0 (0.766 at lr 0.05), not to theta* "
+        "(note §4 mechanism 1). " + _SI_WHY,
+))
+_register(Case(
+    name="single_index_misaligned_spike_sigma_sphere",
+    model="single_index",
+    params=dict(link="he2", activation="he2", loss="correlation", spike=5.0, spike_angle=0.7853981633974483,
+                geometry="sigma_sphere", lr=0.05, m0=0.1, t_max=15.0, n_times=40),
+    dims=(256, 1024), seeds=16,
+    extra={"sigma_direction": True},
+    why="same misaligned spike with the Sigma-retraction: the cosine still tends to R/|Sigma theta*| "
+        "(the retraction alone is not the Mousavi-Hosseini normalisation, P5). " + _SI_WHY,
+))
+_register(Case(
+    name="single_index_linear_exact",
+    model="single_index",
+    params=dict(link="he1", activation="he1", loss="square", geometry="plain", lr=0.5, noise=0.5, m0=0.0,
+                t_max=10.0, n_times=40),
+    dims=(256, 1024), seeds=16,
+    tolerance=Tolerance(z=4.0),
+    extra={"exact_linear": True},
+    why="linear teacher and student, square loss, plain: m(t) = 1 - (1 - m0) e^(-lr t) exactly (note §3). "
+        "The one-step mean increment is exactly linear in (m, q) here, so the seed mean follows the "
+        "discrete recursion E m_k = 1 - (1 - m0)(1 - lr/d)^k, within lr²t e^(-lr t)/(2d) <= 4e-4 of the "
+        "ODE at d = 256 (measured: no residual above 3 SEM with 400 reduced-chain runs), 25x below the "
+        "16-run SEM: 4·SEM only.",
+))

@@ -119,3 +119,10 @@ def test_interrupted_sweep_resumes_without_loss_or_recomputation(tmp_path):
     assert not set(first[:len(done_before)]) & set(second)        # none of the finished ones recomputed
     assert len(second) == 8 - len(done_before)                    # exactly the missing ones ran
     assert not list(out.glob(".*.tmp*"))                          # no half-written files left
+
+
+def test_single_parameter_grid_becomes_a_dimension():
+    th = hidyn.sweep(hidyn.theory, {"init_scale": [0.1, 0.2, 0.4]}, model="dln", ratio=None, t_max=1.0,
+                     n_times=4)
+    assert th["test_loss"].dims == ("init_scale", "time")
+    np.testing.assert_array_equal(th["init_scale"].values, [0.1, 0.2, 0.4])
