@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["learning_curves"]
+__all__ = ["learning_curves", "sweep_curves", "phase_diagram", "finite_size_scaling"]
 
 
 def _axes(ax):
@@ -92,5 +92,64 @@ def learning_curves(ds, theory=None, *, variables=("train_loss", "test_loss"), a
     ax.set_xlabel(f"time t [{tvar.attrs.get('units', '')}]" if tvar.attrs.get("units") else "time t")
     first = ds[variables[0]] if variables[0] in ds else theory[variables[0]]
     ax.set_ylabel(_label(first) if len(variables) == 1 else "loss")
+    ax.legend(fontsize=7, frameon=False)
+    return ax
+
+
+def sweep_curves(ds, dim: str, *, variable: str = "test_loss", theory=None, ax=None, cmap="viridis",
+                 logx=True, logy=True):
+    """Learning curves for every value of a swept parameter ``dim``: MC mean ± SEM and theory lines.
+
+    ``ds`` (and ``theory``) are :func:`hidyn.sweep` results with ``dim`` as a dimension.
+    """
+    import matplotlib as mpl
+
+    ax = _axes(ax)
+    values = ds[dim].values
+    colors = mpl.colormaps[cmap](np.linspace(0.05, 0.9, len(values)))
+    for c, val in zip(colors, values):
+        sub = ds.sel({dim: val})
+        th = theory.sel({dim: val}) if theory is not None and dim in theory.dims else None
+        learning_curves(sub, theory=th, variables=(variable,), ax=ax, logx=logx, logy=logy,
+                        label=f"{dim}={val:g}" if isinstance(val, (int, float, np.number)) else f"{dim}={val}",
+                        colors=[c])
+    return ax
+
+
+def phase_diagram(da, x: str, y: str, *, ax=None, log_color=True, cmap="magma", colorbar=True):
+    """Heat map of a scalar over a 2-parameter sweep (e.g. final test error over (lr, ratio)).
+
+    ``da`` is a DataArray with dims ``x`` and ``y`` (reduce time/seed first, e.g.
+    ``ds.test_loss.isel(time=-1).mean("seed")``).
+    """
+    import matplotlib.colors as mcolors
+
+    ax = _axes(ax)
+    da = da.transpose(y, x)
+    norm = mcolors.LogNorm() if log_color and np.nanmin(da.values) > 0 else None
+    mesh = ax.pcolormesh(da[x].values, da[y].values, da.values, shading="nearest", cmap=cmap, norm=norm)
+    ax.set_xlabel(x)
+    ax.set_ylabel(y)
+    if colorbar:
+        ax.figure.colorbar(mesh, ax=ax, label=_label(da))
+    return ax
+
+
+def finite_size_scaling(study, *, ax=None, reference_slope: float = -0.5):
+    """Log–log plot of the theory–MC distance against d with its fitted slope and a d^(−1/2) guide.
+
+    ``study`` is a :func:`hidyn.validation.scaling.finite_size_study` Dataset.
+    """
+    ax = _axes(ax)
+    d = study["d"].values.astype(float)
+    for i, v in enumerate(study["variable"].values):
+        dist = study["distance"].sel(variable=v).values
+        slope = float(study["slope"].sel(variable=v))
+        se = float(study["slope_se"].sel(variable=v))
+        ax.plot(d, dist, "o-", color=f"C{i}", label=f"{v}: slope {slope:.2f} ± {se:.2f}")
+        guide = dist[0] * (d / d[0]) ** reference_slope
+        ax.plot(d, guide, ":", color=f"C{i}", lw=1)
+    ax.set(xscale="log", yscale="log", xlabel="dimension d", ylabel="RMS |MC − theory| (single runs)")
+    ax.set_title(f"{study.attrs.get('model', '')}: dotted = d^{reference_slope:g}", fontsize=9)
     ax.legend(fontsize=7, frameon=False)
     return ax

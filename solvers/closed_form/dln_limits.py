@@ -50,7 +50,6 @@ S. Nishiyama, M. Imaizumi, arXiv:2510.01930 (long-time fixed point of the DMFT).
 from __future__ import annotations
 
 import math
-import numbers
 import warnings
 
 import numpy as np
@@ -213,8 +212,8 @@ def implicit_bias_interpolator(X, y, *, p0, q0, beta0=None, tol: float = 1e-12,
     dict
         ``beta`` (d,) the interpolator; ``dual`` (n,) λ; ``mirror_shift`` (d,) z = Xᵀλ (the change of
         the uv mirror coordinate φ'_Δ(β)); ``bregman`` Σ_i ψ_i(β_i) (the minimised potential, with
-        ψ(β₀) = 0); ``residual`` max|Xβ − y|; ``newton_decrement`` (last Newton decrement λ²/2);
-        ``n_iter``; ``converged`` (bool).
+        ψ(β₀) = 0); ``residual`` max|Xβ − y|; ``newton_decrement`` (λ²/2 of the last Newton
+        step, NaN if none was needed); ``n_iter`` (Newton steps taken); ``converged`` (bool).
     """
     X, y = _check_design(X, y)
     n, d = X.shape
@@ -253,14 +252,11 @@ def implicit_bias_interpolator(X, y, *, p0, q0, beta0=None, tol: float = 1e-12,
 
     lam = np.zeros(n)
     z, w, beta, F = evaluate(lam)
-    converged = False
-    decrement = np.inf
-    it = 0
-    for it in range(1, max_iter + 1):
+    decrement = math.nan
+    n_steps = 0
+    for _ in range(max_iter):
         grad = X @ beta - y
         if np.max(np.abs(grad)) <= tol * ynorm:
-            converged = True
-            it -= 1
             break
         H = (X * w) @ X.T  # w = B'(z)
         step = _solve_psd(H, -grad)
@@ -284,19 +280,18 @@ def implicit_bias_interpolator(X, y, *, p0, q0, beta0=None, tol: float = 1e-12,
             break
         lam = lam + t * step
         z, w, beta, F = cand
-    else:
-        converged = bool(np.max(np.abs(X @ beta - y)) <= tol * ynorm)
+        n_steps += 1
     residual = float(np.max(np.abs(X @ beta - y)))
-    converged = converged or residual <= tol * ynorm
+    converged = residual <= tol * ynorm
     if not converged:
         frozen = bool(np.any(~mir.both))
         hint = (" Some coordinates have Δ = 0 (balanced init): an interpolator with their frozen signs "
                 "strictly inside the half-lines may not exist." if frozen else "")
-        warnings.warn(f"implicit_bias_interpolator: no convergence after {it} Newton iterations "
+        warnings.warn(f"implicit_bias_interpolator: no convergence after {n_steps} Newton steps "
                       f"(max|Xβ − y| = {residual:.3g}).{hint}", RuntimeWarning, stacklevel=2)
     bregman = float(np.sum(z * beta - mir.conj(z)))
     return {"beta": beta, "dual": lam, "mirror_shift": z, "bregman": bregman, "residual": residual,
-            "newton_decrement": float(decrement), "n_iter": int(it), "converged": bool(converged)}
+            "newton_decrement": float(decrement), "n_iter": n_steps, "converged": bool(converged)}
 
 
 def _solve_psd(H, rhs):
@@ -460,8 +455,7 @@ def fixed_point(*, ratio: float, sparsity: float, teacher: str = "rademacher", n
 
     where ψ is the Bregman potential of the DLN (p₀, q₀), or the ridge (ψ = β²/2: the α → ∞, min-ℓ2
     limit) or ℓ1 (ψ = |β|: the α → 0, basis-pursuit limit) potential.  The largest root τ is returned
-    (the one reached by state evolution from an uninformed start); τ = 0 (exact recovery) is reported as
-    the limit τ ↓ 0 when no positive root exists.  Expectations over β* are exact sums over the point
+    (the one reached by state evolution from an uninformed start).  Expectations over β* are exact sums over the point
     masses (rademacher) or use the Gaussian conditional moments of β* given x (gauss); the remaining
     integral over Z is a composite 10-point Gauss–Legendre rule on |Z| ≤ 10, refined around the points
     where ∂prox changes quickly.  For δ ≥ 1 gradient flow converges to OLS (any Δ ≠ 0), i.e.
@@ -486,11 +480,14 @@ def fixed_point(*, ratio: float, sparsity: float, teacher: str = "rademacher", n
 
     Returns
     -------
-    dict of float
-        ``test_loss`` (σ² + E(b̂ − β*)²), ``train_loss`` (0 for an interpolator, σ²(1 − 1/δ) for OLS),
+    dict
+        Floats ``test_loss`` (σ² + E(b̂ − β*)²), ``train_loss`` (0 for an interpolator, σ²(1 − 1/δ) for OLS),
         ``overlap`` E b̂β*, ``norm1`` E|b̂|, ``norm2`` E b̂², ``tpr``, ``fpr`` (threshold 0.5 on |b̂|),
-        ``theta`` θ (0 for OLS), ``tau`` τ, ``df`` E[∂prox] (= δ for δ < 1, 1 for OLS), ``regime``
-        ("interpolator" or "ols").  For δ = 1 and σ > 0 the losses and norms are infinite.
+        ``theta`` θ (0 for OLS), ``tau`` τ, ``df`` E[∂prox] (= δ for δ < 1, 1 for OLS), and the string
+        ``regime`` ("interpolator" or "ols").  For δ = 1 and σ > 0 the losses and norms are infinite.
+        When there is no positive root (exact recovery, e.g. the ℓ1 potential below the Donoho–Tanner
+        transition with σ = 0) every output is evaluated at τ ≈ 1e-15·√((σ² + ρ)/δ), where it has
+        reached its τ ↓ 0 value to rounding.
     """
     ratio = check_real("ratio", ratio, 0.0, lo_open=True)
     sparsity = check_real("sparsity", sparsity, 0.0, 1.0, lo_open=True)
@@ -565,9 +562,10 @@ def fixed_point(*, ratio: float, sparsity: float, teacher: str = "rademacher", n
     G(log_tau)
     theta, e = cache["last"]
     tau = math.exp(log_tau)
-    return {"test_loss": noise ** 2 + e["mse"], "train_loss": 0.0, "overlap": e["overlap"],
-            "norm1": e["norm1"], "norm2": e["norm2"], "tpr": e["tpr"], "fpr": e["fpr"],
-            "theta": theta, "tau": tau, "df": e["dprox"], "regime": "interpolator"}
+    out = {"test_loss": noise ** 2 + e["mse"], "train_loss": 0.0, "overlap": e["overlap"],
+           "norm1": e["norm1"], "norm2": e["norm2"], "tpr": e["tpr"], "fpr": e["fpr"],
+           "theta": theta, "tau": tau, "df": e["dprox"]}
+    return {**{k: float(v) for k, v in out.items()}, "regime": "interpolator"}
 
 
 def _ols_limit(ratio, sparsity, teacher, noise, star2):
@@ -578,9 +576,10 @@ def _ols_limit(ratio, sparsity, teacher, noise, star2):
                 "tau": math.inf, "df": 1.0, "regime": "ols"}
     tau = 0.0 if noise == 0 else noise / math.sqrt(ratio - 1.0)
     e = _expectations(_Prox("identity"), 0.0, tau, sparsity, teacher)
-    return {"test_loss": noise ** 2 + tau * tau, "train_loss": noise ** 2 * (1.0 - 1.0 / ratio),
-            "overlap": e["overlap"], "norm1": e["norm1"], "norm2": e["norm2"], "tpr": e["tpr"],
-            "fpr": e["fpr"], "theta": 0.0, "tau": tau, "df": 1.0, "regime": "ols"}
+    out = {"test_loss": noise ** 2 + tau * tau, "train_loss": noise ** 2 * (1.0 - 1.0 / ratio),
+           "overlap": e["overlap"], "norm1": e["norm1"], "norm2": e["norm2"], "tpr": e["tpr"],
+           "fpr": e["fpr"], "theta": 0.0, "tau": tau, "df": 1.0}
+    return {**{k: float(v) for k, v in out.items()}, "regime": "ols"}
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -603,8 +602,8 @@ def saddle_to_saddle(X, y, *, max_jumps: int | None = None, tol: float = 1e-12) 
     max_jumps : int, optional
         Stop after this many jumps (default 20·d + 20; a warning is issued if g ≠ 0 then).
     tol : float
-        A gradient entry with |g_i| ≤ tol·max(1, max|Xᵀy|/δ) counts as 0; it also sets the tie
-        tolerance of the jump times.
+        A gradient entry with |g_i| ≤ tol·max(1, max|Xᵀy|/δ) counts as 0 (jump times within a relative
+        1e-9 of each other are simultaneous).
 
     Returns
     -------
