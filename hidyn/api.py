@@ -177,6 +177,8 @@ def theory(model="dln", *, method: str = "auto", times=None, t_max=None, n_times
     coords = {"time": t_out, **extra.pop("coords", {})}
     attrs = {"method": chosen, **{k: v for k, v in spec.to_dict().items() if not isinstance(v, (list, dict))},
              "config_json": spec.to_json(), "wall_time_s": wall, "time_units": spec.time_units, **extra}
+    if extra.get("time_units"):
+        attrs["time_units"] = extra["time_units"]
     return make_dataset(data_vars, coords, attrs, model=spec.model)
 
 

@@ -32,6 +32,8 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "norm2": ("squared norm |beta|^2/d", "1"),
     "tpr": ("support true-positive rate P(|beta_i|>0.5 | beta*_i!=0)", "1"),
     "fpr": ("support false-positive rate P(|beta_i|>0.5 | beta*_i=0)", "1"),
+    "beta": ("network weights beta_i", "1"),
+    "support_size": ("number of nonzero coordinates of beta", "1"),
     "C_delta": ("DMFT correlation E[dbeta(t) dbeta(t')]", "1"),
     "R_beta": ("DMFT response E[d beta(t)/d h(t')]", "1"),
     "Q": ("student-student overlap W_i.W_k/d", "1"),

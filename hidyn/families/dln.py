@@ -95,7 +95,81 @@ def dmft_gradient_flow(spec: DLNSpec, times, **options):
     return data, attrs
 
 
-METHODS = {"closed_form": closed_form, "dmft": dmft, "dmft_gf": dmft_gradient_flow}
+def fixed_point(spec: DLNSpec, times, *, potential: str = "dln", tol: float = 1e-12):
+    """Long-time limit t → ∞ in the proportional regime (dln.md §4).
+
+    δ < 1: gradient flow converges to an interpolator with an implicit bias set by the init; its
+    proportional-limit risk solves the fixed point b̂ = prox_θ(β* + τZ).  δ > 1: OLS.  ``potential``
+    "ridge" / "l1" give the α → ∞ (min-ℓ2) and α → 0 (basis pursuit) limits.  The result has a single
+    time, t = ∞.
+    """
+    from hidyn.solvers.closed_form.dln_limits import fixed_point as solve_fixed_point
+
+    if spec.ratio is None:
+        raise ValueError("ratio=None (population): gradient flow converges to β* — use method='closed_form'")
+    p0, q0 = initial_pq(spec)
+    out = solve_fixed_point(ratio=spec.ratio, sparsity=spec.sparsity, teacher=spec.teacher, noise=spec.noise,
+                            p0=p0, q0=q0, potential=potential, tol=tol)
+    data = {k: (("time",), [out[k]]) for k in SCALARS}
+    attrs = {"time": np.array([np.inf]), "regime": out["regime"], "potential": potential,
+             **{f"fixed_point_{k}": float(out[k]) for k in ("theta", "tau", "df") if k in out}}
+    return data, attrs
+
+
+def _design(X, y):
+    if X is None or y is None:
+        raise ValueError("this method works on an explicit instance: pass X=(n, d) array and y=(n,) array")
+    return np.asarray(X, dtype=np.float64), np.asarray(y, dtype=np.float64)
+
+
+def interpolator(spec: DLNSpec, times, *, X=None, y=None, beta_star=None, tol: float = 1e-12):
+    """The finite-d limit of gradient flow on an explicit instance with n < d (dln.md §4, dual Newton).
+
+    Returns β_∞ as the variable ``beta`` (dim ``i``) at time t = ∞, with its train error and, when
+    ``beta_star`` is given, the test error and the other observables.
+    """
+    from hidyn.observables import dln_observables, dln_train_loss
+    from hidyn.solvers.closed_form.dln_limits import implicit_bias_interpolator
+
+    X, y = _design(X, y)
+    p0, q0 = initial_pq(spec)
+    out = implicit_bias_interpolator(X, y, p0=p0, q0=q0, tol=tol)
+    data = {"beta": (("time", "i"), out["beta"][None]),
+            "train_loss": (("time",), [float(dln_train_loss(X @ out["beta"] - y))])}
+    if beta_star is not None:
+        obs = dln_observables(out["beta"], np.asarray(beta_star, dtype=np.float64), spec.noise)
+        data.update({k: (("time",), [float(v)]) for k, v in obs.items()})
+    attrs = {"time": np.array([np.inf]), "converged": int(out["converged"]), "n_iter": int(out["n_iter"]),
+             "residual": float(out["residual"])}
+    return data, attrs
+
+
+def saddle_to_saddle(spec: DLNSpec, times, *, X=None, y=None, beta_star=None, max_jumps=None,
+                     tol: float = 1e-12):
+    """The α → 0 jump process (Pesme & Flammarion 2023; dln.md §4) on an explicit instance.
+
+    ``time`` is the rescaled time τ = t/log(1/α) at which each plateau starts (τ = 0, then the jump
+    times); ``beta`` (time, i) is the plateau value, ``train_loss`` its train error and ``support_size``
+    its number of nonzeros.  The last plateau is the min-ℓ1 interpolator (δ < 1) or least squares.
+    """
+    from hidyn.observables import dln_observables
+    from hidyn.solvers.closed_form.dln_limits import saddle_to_saddle as jump_process
+
+    X, y = _design(X, y)
+    out = jump_process(X, y, max_jumps=max_jumps, tol=tol)
+    taus = np.concatenate([[0.0], out["taus"]])
+    data = {"beta": (("time", "i"), out["betas"]), "train_loss": (("time",), out["train_loss"]),
+            "support_size": (("time",), np.count_nonzero(out["betas"], axis=1))}
+    if beta_star is not None:
+        obs = dln_observables(out["betas"], np.asarray(beta_star, dtype=np.float64), spec.noise)
+        data.update({k: (("time",), v) for k, v in obs.items()})
+    attrs = {"time": taus, "time_units": "t / log(1/alpha) (rescaled)", "n_jumps": int(out["n_jumps"]),
+             "converged": int(out["converged"])}
+    return data, attrs
+
+
+METHODS = {"closed_form": closed_form, "dmft": dmft, "dmft_gf": dmft_gradient_flow,
+           "fixed_point": fixed_point, "interpolator": interpolator, "saddle_to_saddle": saddle_to_saddle}
 
 
 def theory_spec_for(spec: DLNSpec) -> DLNSpec:
