@@ -47,7 +47,48 @@ def _spec(model, params) -> ModelSpec:
 def _backend_class(spec: ModelSpec, backend: str):
     choices = tuple(spec.backends)
     if backend == "auto":
-        backend = "numpy"  # the reference; faster backends arrive with their own issue
+        # jax if a GPU is visible to JAX, else numba if installed, else the numpy reference; a backend
+        # that cannot run this spec (``unsupported_reason``) is skipped.  The machine probes run once
+        # per process and are cached on this function; jax is imported only when the model has a jax
+        # backend, jax is installed and a GPU plugin is present (importing jax costs ~1 s).
+        import importlib.util
+        import os
+        import pkgutil
+
+        probe = _backend_class.__dict__.setdefault("_probe", {})
+
+        def gpu_visible() -> bool:
+            if "gpu" not in probe:
+                probe["gpu"] = False
+                platforms = os.environ.get("JAX_PLATFORMS", "").lower()
+                plugins = any(m.name.startswith(("jax_cuda", "jax_rocm")) for m in pkgutil.iter_modules())
+                if (importlib.util.find_spec("jax") is not None and plugins
+                        and (not platforms or "cuda" in platforms or "gpu" in platforms
+                             or "rocm" in platforms)):
+                    try:
+                        import jax
+
+                        probe["gpu"] = any(dev.platform == "gpu" for dev in jax.devices())
+                    except Exception:  # a broken plugin or driver: fall back to the CPU backends
+                        probe["gpu"] = False
+            return probe["gpu"]
+
+        def installed(package: str) -> bool:
+            if package not in probe:
+                probe[package] = importlib.util.find_spec(package) is not None
+            return probe[package]
+
+        def runs(name: str) -> bool:
+            module, _, cls_name = spec.backends[name].partition(":")
+            cls = getattr(importlib.import_module(module), cls_name)
+            check = getattr(cls, "unsupported_reason", None)
+            return check is None or check(spec) is None
+
+        backend = "numpy"
+        if "jax" in choices and installed("jax") and gpu_visible() and runs("jax"):
+            backend = "jax"
+        elif "numba" in choices and installed("numba") and runs("numba"):
+            backend = "numba"
     if backend not in choices:
         raise ValueError(f"backend={backend!r} is not available for model {spec.model!r}; "
                          f"valid: 'auto', {', '.join(map(repr, choices))}")

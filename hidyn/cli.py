@@ -12,12 +12,25 @@ def _info(_args) -> int:
     from hidyn import models
     from hidyn._versions import versions
 
+    import importlib.util
+
+    from hidyn.api import _backend_class
+
     print(f"hidyn {hidyn.__version__}")
-    print("models:")
+    # a backend named after an optional package needs that package; the others need numpy only
+    needs = {"numba": "numba", "jax": "jax"}
+    print("models (backends; '-' = its package is not installed; auto = the choice for the defaults):")
     for name in models.available():
         cls = models.spec_class(name)
-        print(f"  {name:<14} backends: {', '.join(cls.backends)}")
-    print("backend 'auto' uses: numpy (reference)")
+        listed = [b if b not in needs or importlib.util.find_spec(needs[b]) is not None else f"-{b}"
+                  for b in cls.backends]
+        try:
+            auto = _backend_class(models.get(name), "auto")[0]
+        except Exception as err:  # an optional backend that fails to import must not break `info`
+            auto = f"numpy ({type(err).__name__} while probing)"
+        print(f"  {name:<14} backends: {', '.join(listed):<24} auto: {auto}")
+    print("backend 'auto': jax if JAX sees a GPU, else numba if installed and the model has one "
+          "that runs the parameters, else numpy")
     print("optional packages:")
     for key in ("numba", "jax", "jaxlib", "diffrax", "dask", "distributed", "zarr"):
         print(f"  {key:<12} {versions()[key] or 'not installed'}")

@@ -35,9 +35,16 @@ def closed_form(spec: DLNSpec, times, **options):
 
 def _dmft_output(out: dict, spec: DLNSpec):
     data = {}
+    n_samples = float(out["info"].get("n_samples", 0) or 0)
     for k in SCALARS:
+        sem = np.asarray(out[f"{k}_sem"], dtype=np.float64)
+        if k in ("tpr", "fpr") and n_samples > 0:
+            # a rate estimated from N samples has resolution 1/N; where (almost) no sample crossed the
+            # threshold the replica spread is 0, so add the one-sample resolution in quadrature
+            frac = spec.sparsity if k == "tpr" else 1.0 - spec.sparsity
+            sem = np.sqrt(sem ** 2 + (1.0 / max(frac * n_samples, 1.0)) ** 2)
         data[k] = (("time",), out[k])
-        data[f"{k}_sem"] = (("time",), out[f"{k}_sem"])
+        data[f"{k}_sem"] = (("time",), sem)
     for k in ("C_delta", "R_beta"):
         data[k] = (("time", "time_"), out[k])
         data[f"{k}_sem"] = (("time", "time_"), out[f"{k}_sem"])
@@ -56,42 +63,65 @@ def _dmft_steps(spec: DLNSpec, times) -> int:
     return n_steps
 
 
+ENGINES = ("numpy", "jax")
+
+
+def _dmft_module(engine: str):
+    """Solver module of a DMFT engine: the numpy reference or the JAX engine (same keys and seeds)."""
+    if engine not in ENGINES:
+        raise ValueError(f"engine={engine!r} is invalid: must be one of {ENGINES}")
+    if engine == "jax":
+        from hidyn.solvers.dmft import dln_jax
+
+        return dln_jax
+    from hidyn.solvers.dmft import dln as dmft_dln
+
+    return dmft_dln
+
+
 def dmft(spec: DLNSpec, times, *, n_samples: int = 16000, seed: int = 0, n_batches: int = 8,
          tangent_dtype: str = "float32", memory_budget_gb: float = 4.0, pivot_rtol: float = 1e-8,
-         error_method: str = "replicas", progress: bool = False):
+         error_method: str = "replicas", progress: bool = False, engine: str = "numpy", **engine_options):
     """DMFT effective process of GD with step ``spec.lr`` (dln.md §5), d → ∞ at fixed ratio.
 
     The result lives on the DMFT grid t_k = η·k, k = 0..round(max(times)/η) (every step), whatever
     save times were requested; ``hidyn.compare`` interpolates it onto a simulation's times.  Each curve
     comes with its Monte-Carlo standard error ``<name>_sem`` (combined with the simulation's SEM in
-    comparisons).  Options are those of :func:`hidyn.solvers.dmft.dln.solve`.
+    comparisons).  Options are those of :func:`hidyn.solvers.dmft.dln.solve`; ``engine="jax"`` runs
+    :func:`hidyn.solvers.dmft.dln_jax.solve` instead (same outputs and random numbers, the sample side
+    on a JAX device), which also takes ``device`` and ``block`` (``engine_options``).
     """
-    from hidyn.solvers.dmft import dln as dmft_dln
-
+    mod = _dmft_module(engine)
+    if engine_options and engine != "jax":
+        raise ValueError(f"unknown option(s) {sorted(engine_options)} for method 'dmft' with engine='numpy'")
     if spec.ratio is None:
         raise ValueError("ratio=None is the population setting: use method='closed_form'")
-    out = dmft_dln.solve(ratio=spec.ratio, sparsity=spec.sparsity, teacher=spec.teacher, noise=spec.noise,
-                         init_scale=spec.init_scale, init=spec.init, parametrization=spec.parametrization,
-                         lr=spec.lr, n_steps=_dmft_steps(spec, times), n_samples=n_samples, seed=seed,
-                         n_batches=n_batches, tangent_dtype=tangent_dtype, memory_budget_gb=memory_budget_gb,
-                         pivot_rtol=pivot_rtol, error_method=error_method, progress=progress)
+    out = mod.solve(ratio=spec.ratio, sparsity=spec.sparsity, teacher=spec.teacher, noise=spec.noise,
+                    init_scale=spec.init_scale, init=spec.init, parametrization=spec.parametrization,
+                    lr=spec.lr, n_steps=_dmft_steps(spec, times), n_samples=n_samples, seed=seed,
+                    n_batches=n_batches, tangent_dtype=tangent_dtype, memory_budget_gb=memory_budget_gb,
+                    pivot_rtol=pivot_rtol, error_method=error_method, progress=progress, **engine_options)
     data, attrs = _dmft_output(out, spec)
     attrs["dynamics"] = "gradient descent with step lr"
+    attrs["dmft_engine"] = engine
     return data, attrs
 
 
-def dmft_gradient_flow(spec: DLNSpec, times, **options):
-    """Gradient-flow DMFT: Richardson extrapolation 2f(η/2) − f(η) of two GD solves (dln.md §5.2)."""
-    from hidyn.solvers.dmft import dln as dmft_dln
+def dmft_gradient_flow(spec: DLNSpec, times, *, engine: str = "numpy", **options):
+    """Gradient-flow DMFT: Richardson extrapolation 2f(η/2) − f(η) of two GD solves (dln.md §5.2).
 
+    ``engine`` selects the numpy reference (default) or the JAX engine, as in :func:`dmft`.
+    """
+    mod = _dmft_module(engine)
     if spec.ratio is None:
         raise ValueError("ratio=None is the population setting: use method='closed_form'")
-    out = dmft_dln.solve_gradient_flow(ratio=spec.ratio, sparsity=spec.sparsity, teacher=spec.teacher,
-                                       noise=spec.noise, init_scale=spec.init_scale, init=spec.init,
-                                       parametrization=spec.parametrization, lr=spec.lr,
-                                       n_steps=_dmft_steps(spec, times), **options)
+    out = mod.solve_gradient_flow(ratio=spec.ratio, sparsity=spec.sparsity, teacher=spec.teacher,
+                                  noise=spec.noise, init_scale=spec.init_scale, init=spec.init,
+                                  parametrization=spec.parametrization, lr=spec.lr,
+                                  n_steps=_dmft_steps(spec, times), **options)
     data, attrs = _dmft_output(out, spec)
     attrs["dynamics"] = "gradient flow (Richardson extrapolation of GD at lr and lr/2)"
+    attrs["dmft_engine"] = engine
     return data, attrs
 
 

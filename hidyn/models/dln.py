@@ -54,7 +54,9 @@ class DLNSpec(ModelSpec):
     model: ClassVar[str] = "dln"
     default_t_max: ClassVar[float] = 20.0
     time_units: ClassVar[str] = "eta * steps (uv gradient-flow time)"
-    backends: ClassVar[dict[str, str]] = {"numpy": "hidyn.solvers.mc.dln_numpy:DLNNumpyBackend"}
+    backends: ClassVar[dict[str, str]] = {"numpy": "hidyn.solvers.mc.dln_numpy:DLNNumpyBackend",
+                                          "numba": "hidyn.solvers.mc.numba_backend:DLNNumbaBackend",
+                                          "jax": "hidyn.solvers.mc.jax_backend:DLNJaxBackend"}
 
     d: int = 1024
     ratio: float | None = 0.5

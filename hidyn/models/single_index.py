@@ -131,8 +131,9 @@ class SingleIndexSpec(ModelSpec):
         ``[c_0, c_1, …]`` (stored as the list), ``(g, dg)``, or a bare vectorised callable g (the
         target is never differentiated).  Its Hermite expansion must have a non-zero order k ≥ 1
         (otherwise k* is undefined).
-    activation : same forms
-        Student σ; a callable must come with its derivative, ``(sigma, dsigma)``.
+    activation : same forms, or None
+        Student σ; a callable must come with its derivative, ``(sigma, dsigma)``.  None (default): the
+        same function as ``link`` (the matched teacher–student setting of note §3–§4).
     loss : {"correlation", "square"}
         ℓ = −yσ(λ) (F = yσ'(λ)) or ½(y − σ(λ))² (F = (y − σ(λ))σ'(λ)).
     noise : float
@@ -183,7 +184,7 @@ class SingleIndexSpec(ModelSpec):
 
     d: int = 1024
     link: Any = "he2"
-    activation: Any = "he2"
+    activation: Any = None
     loss: str = "correlation"
     noise: float = 0.0
     spike: float = 0.0
@@ -213,7 +214,13 @@ class SingleIndexSpec(ModelSpec):
         self._set("batch_size", check_int("batch_size", self.batch_size, 1))
         self._set("finite_d", check_bool("finite_d", self.finite_d))
         link_value, link = _normalise_link("link", self.link, allow_bare_callable=True)
-        act_value, act = _normalise_link("activation", self.activation, allow_bare_callable=False)
+        activation = self.activation
+        if activation is None:
+            if callable(self.link) and not isinstance(self.link, (tuple, list)) and link.name == "custom":
+                raise ValueError("activation=None copies the link, but a bare callable link has no "
+                                 "derivative σ'; give activation=(sigma, dsigma)")
+            activation = link_value
+        act_value, act = _normalise_link("activation", activation, allow_bare_callable=False)
         self._set("link", link_value)
         self._set("activation", act_value)
         object.__setattr__(self, "_target", link)

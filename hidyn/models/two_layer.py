@@ -78,7 +78,9 @@ class TwoLayerSpec(ModelSpec):
     model: ClassVar[str] = "two_layer"
     default_t_max: ClassVar[float] = 100.0
     time_units: ClassVar[str] = "steps / d"
-    backends: ClassVar[dict[str, str]] = {"numpy": "hidyn.solvers.mc.two_layer_numpy:TwoLayerNumpyBackend"}
+    backends: ClassVar[dict[str, str]] = {"numpy": "hidyn.solvers.mc.two_layer_numpy:TwoLayerNumpyBackend",
+                                          "numba": "hidyn.solvers.mc.numba_backend:TwoLayerNumbaBackend",
+                                          "jax": "hidyn.solvers.mc.jax_backend:TwoLayerJaxBackend"}
 
     d: int = 1000
     K: int = 2

@@ -73,20 +73,22 @@ ESCAPE_DIMS = [256, 512, 1024, 2048]
 def test_he2_escape_time_slope_in_log_d():
     """Median t_{1/2} from m₀ = 1/√d grows like ln d/(2γ) (note §4, k* = 2).
 
-    1000 runs per d with the exact reduced chain (same law as the full SGD: the next test and
+    2000 runs per d with the exact reduced chain (same law as the full SGD: the next test and
     tests/unit/test_single_index_spec_mc.py).  Bootstrap standard error of the fitted slope: 0.023
-    (3.4 %) over d = 256…4096, ≈ 0.03 (4.5 %) over 256…2048, so ±15 % is 3.3 standard errors; the
-    entropy is fixed, so the test is deterministic.  The ODE from m₀ = 1/√d misses the intercept (the
+    (3.4 %) with 1000 runs over d = 256…4096, so ≈ 0.021 (3.2 %) with 2000 runs over 256…2048 and ±15 %
+    is 4.7 standard errors; the entropy is fixed, so the test is deterministic.  The near-equator
+    formula misses the intercept by ~20 % (it drops the nonlinear approach to |m| = 1/2, and the
     fluctuations of m are as large as m₀ itself, note §4 SDE) but not the slope.
     """
-    esc = hidyn.escape_time("single_index", d=ESCAPE_DIMS, seeds=1000, **ESCAPE)
+    esc = hidyn.escape_time("single_index", d=ESCAPE_DIMS, seeds=2000, **ESCAPE)
     gamma = 0.5 * (2.0 - 0.5)
     predicted = 0.5 / gamma
-    assert esc.attrs["theory_slope_ln_d"] == pytest.approx(predicted, rel=1e-9)
     measured = esc.attrs["median_slope_ln_d"]
+    ode_slope = esc.attrs["theory_slope_ln_d"]          # first passage of the full ODE from ρ₀ = 1/√d
     print(f"\nh2 escape: medians {np.round(esc['escape_time_median'].values, 3)} at d = {ESCAPE_DIMS}; "
-          f"theory {np.round(esc['escape_time_theory'].values, 3)}; slope in ln d: measured {measured:.4f}, "
-          f"predicted {predicted:.4f} ({measured / predicted - 1:+.1%})")
+          f"ODE {np.round(esc['escape_time_theory'].values, 3)}; slope in ln d: measured {measured:.4f}, "
+          f"predicted 1/(2γ) = {predicted:.4f} ({measured / predicted - 1:+.1%}), ODE {ode_slope:.4f}")
+    assert abs(ode_slope / predicted - 1.0) < 0.03     # the ODE has the §4 slope (up to O(1/√d) terms)
     assert np.all(esc["escaped_fraction"].values >= 0.9)
     assert abs(measured / predicted - 1.0) <= 0.15
 

@@ -78,6 +78,11 @@ def test_valid_inputs_are_normalised_and_round_trip_through_json():
     # a bare callable is accepted for the target (never differentiated), with tuples for the student
     cub = models.get("single_index", link=lambda x: x ** 3, activation=(np.tanh, lambda x: 1 / np.cosh(x) ** 2))
     assert cub.target.g(np.array([2.0]))[0] == 8.0
+    # the student defaults to the target's function (matched setting); not possible for a bare callable
+    assert models.get("single_index", link="he3").activation == "he3"
+    assert models.get("single_index", link={1: 0.5, 3: 1.0}).activation == [0.0, 0.5, 0.0, 1.0]
+    with pytest.raises(ValueError, match="activation=None copies the link"):
+        models.get("single_index", link=lambda x: x ** 3)
     # m0 on the boundary of the Σ-geometries is feasible: q0 = m0² exactly
     R = 1 + 3.0
     edge = models.get("single_index", geometry="wn_sigma", spike=3.0, m0=1 / math.sqrt(R))

@@ -1,0 +1,593 @@
+"""numba Monte-Carlo backends: teacher–student online SGD and fused full-batch DLN GD.
+
+Two backends follow the contract of :mod:`hidyn.solvers.mc.driver`:
+
+* :class:`TwoLayerNumbaBackend` – teacher–student online SGD (teacher_student.md §1).  It inherits the
+  initial condition, the input/noise streams and the observables of
+  :class:`~hidyn.solvers.mc.two_layer_numpy.TwoLayerNumpyBackend`: every seed draws its inputs from its
+  own numpy Generator in blocks of ``block`` = 256 steps and its label noise after them, in exactly the
+  reference's order, and only the sequential SGD map runs in numba (``prange`` over seeds).
+* :class:`DLNNumbaBackend` – full-batch gradient descent of diagonal linear networks (dln.md §2.2) with
+  a *fused* gradient: each row x_μ of X is read once per step, r_μ = x_μ·β − y_μ and g += r_μ x_μ
+  while the row is in L1, instead of the two passes Xβ then Xᵀr.  X is the largest array of the run
+  and GD is bound by the memory traffic of reading it, so one pass is up to twice as fast.  The same
+  kernel batches several weight vectors sharing one X (``G`` columns) into one pass.
+
+Order of floating-point operations (two-layer)
+----------------------------------------------
+The kernel fixes the order of every operation so that it can be reproduced exactly by numpy:
+
+* a dot product over d is numpy's *pairwise* summation of the elementwise products, i.e. exactly
+  ``np.sum(a * b, axis=-1)`` on contiguous rows (8 accumulators on leaves of ≤ 128 terms, halves split
+  at multiples of 8; :func:`pairwise_sum` reproduces numpy's ``pairwise_sum`` of
+  ``numpy/_core/src/umath/loops_utils.h.src``);
+* sums over the K student or M teacher units are pairwise sums of the products as well (sequential for
+  fewer than 8 terms); sums over the B samples of a minibatch are sequential in the sample index;
+* per step: ν = pw(x·B)·d^{-1/2}, λ = pw(x·W)·d^{-1/2}, y = pw(g(ν)A) + σζ, Δ = y − pw(g(λ)v),
+  c = (g'(λ)Δ)v, W += (η d^{-1/2}/B)·Σ_p c_p x_p, v += (η_v/(dB))·Σ_p g(λ_p)Δ_p.
+
+With this order the trajectories equal those of a numpy implementation written with ``np.sum`` of
+products (tests/backends/test_numba_backend.py holds one, proposed as the reference's order) bit for bit
+in float64 whenever the activation itself is evaluated identically by numba and numpy
+(:func:`activation_is_bitwise`: linear, ReLU, quadratic, the Hermite polynomials and the sigmoid on
+glibc).  erf, tanh and the Gaussian in erf' use numpy's SIMD / scipy's own implementations, which
+differ from libm by an ulp on some inputs; those runs agree to rounding, not bitwise.  The current
+reference contracts with ``einsum``, whose SIMD order is platform-dependent, so it agrees with this
+backend to ~1e-15 relative per step.
+
+Precision: float32 runs do every operation of the step in float32 (the scalars η/√d etc. are rounded to
+float32 first, as numpy does for Python scalars); m, Q, R and the losses are measured in float64.
+"""
+from __future__ import annotations
+
+import math
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+from numba import njit, prange
+
+from hidyn.solvers.mc.dln_numpy import DLNNumpyBackend
+from hidyn.solvers.mc.two_layer_numpy import TwoLayerNumpyBackend
+
+__all__ = ["TwoLayerNumbaBackend", "DLNNumbaBackend", "pairwise_sum", "pairwise_dot",
+           "ACTIVATION_CODES", "activation_is_bitwise", "dln_gd_fused", "set_draw_threads"]
+
+# --------------------------------------------------------------------------------------------------
+# numpy's pairwise summation, reproduced exactly
+# --------------------------------------------------------------------------------------------------
+_PW_BLOCK = 128  # numpy's PW_BLOCKSIZE
+
+
+@njit(cache=True, nogil=True)
+def _pairwise_dot_rec(a, b, lo, n):
+    """Σ a[lo+i]·b[lo+i], i < n, in the order of numpy's pairwise_sum of the products (n ≥ 8)."""
+    if n <= _PW_BLOCK:
+        r0 = a[lo] * b[lo]
+        r1 = a[lo + 1] * b[lo + 1]
+        r2 = a[lo + 2] * b[lo + 2]
+        r3 = a[lo + 3] * b[lo + 3]
+        r4 = a[lo + 4] * b[lo + 4]
+        r5 = a[lo + 5] * b[lo + 5]
+        r6 = a[lo + 6] * b[lo + 6]
+        r7 = a[lo + 7] * b[lo + 7]
+        stop = n - n % 8
+        i = 8
+        while i < stop:
+            j = lo + i
+            r0 += a[j] * b[j]
+            r1 += a[j + 1] * b[j + 1]
+            r2 += a[j + 2] * b[j + 2]
+            r3 += a[j + 3] * b[j + 3]
+            r4 += a[j + 4] * b[j + 4]
+            r5 += a[j + 5] * b[j + 5]
+            r6 += a[j + 6] * b[j + 6]
+            r7 += a[j + 7] * b[j + 7]
+            i += 8
+        res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+        while i < n:
+            res += a[lo + i] * b[lo + i]
+            i += 1
+        return res
+    n2 = n // 2
+    n2 -= n2 % 8
+    return _pairwise_dot_rec(a, b, lo, n2) + _pairwise_dot_rec(a, b, lo + n2, n - n2)
+
+
+@njit(cache=True, nogil=True)
+def _pairwise_sum_rec(a, lo, n):
+    """Σ a[lo+i], i < n, in the order of numpy's pairwise_sum (n ≥ 8)."""
+    if n <= _PW_BLOCK:
+        r0 = a[lo]
+        r1 = a[lo + 1]
+        r2 = a[lo + 2]
+        r3 = a[lo + 3]
+        r4 = a[lo + 4]
+        r5 = a[lo + 5]
+        r6 = a[lo + 6]
+        r7 = a[lo + 7]
+        stop = n - n % 8
+        i = 8
+        while i < stop:
+            j = lo + i
+            r0 += a[j]
+            r1 += a[j + 1]
+            r2 += a[j + 2]
+            r3 += a[j + 3]
+            r4 += a[j + 4]
+            r5 += a[j + 5]
+            r6 += a[j + 6]
+            r7 += a[j + 7]
+            i += 8
+        res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+        while i < n:
+            res += a[lo + i]
+            i += 1
+        return res
+    n2 = n // 2
+    n2 -= n2 % 8
+    return _pairwise_sum_rec(a, lo, n2) + _pairwise_sum_rec(a, lo + n2, n - n2)
+
+
+@njit(cache=True, nogil=True)
+def pairwise_dot(a, b):
+    """``np.sum(a * b)`` for 1-D contiguous a, b of one float dtype, bit for bit (numpy ≥ 1.9).
+
+    Below 8 terms numpy adds sequentially onto −0.0 (the exact additive identity, so starting from
+    the first term is the same); from 8 terms on it uses 8 interleaved accumulators on blocks of at
+    most 128 terms and splits longer ranges in halves rounded down to multiples of 8.
+    """
+    n = a.shape[0]
+    if n < 8:
+        res = a[0] * b[0]
+        for i in range(1, n):
+            res += a[i] * b[i]
+        return res
+    return _pairwise_dot_rec(a, b, 0, n)
+
+
+@njit(cache=True, nogil=True)
+def pairwise_sum(a):
+    """``np.sum(a)`` for a 1-D contiguous float array, bit for bit (the tree of :func:`pairwise_dot`)."""
+    n = a.shape[0]
+    if n < 8:
+        res = a[0]
+        for i in range(1, n):
+            res += a[i]
+        return res
+    return _pairwise_sum_rec(a, 0, n)
+
+
+# --------------------------------------------------------------------------------------------------
+# activations (the formulas of hidyn.activations, evaluated by numba in the same order)
+# --------------------------------------------------------------------------------------------------
+#: registry name → integer code understood by the kernels
+ACTIVATION_CODES = {"linear": 0, "relu": 1, "quadratic": 2, "erf": 3, "tanh": 4, "sigmoid": 5,
+                    "he1": 6, "he2": 7, "he3": 8, "he4": 9}
+
+_SQRT2 = math.sqrt(2.0)
+_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+_INV_SQRT = (1.0, 1.0 / math.sqrt(2.0), 1.0 / math.sqrt(6.0), 1.0 / math.sqrt(24.0))  # 1/√(k!), k=1..4
+
+
+@njit(cache=True, nogil=True)
+def _hermite_norm(k, x):
+    """He_k(x) by scipy's backward recurrence (y ← x·y₂ − j·y₃, j = k … 2), k ≥ 1."""
+    if k == 1:
+        return x
+    y3 = x - x
+    y2 = (x - x) + 1
+    for j in range(k, 1, -1):
+        y1 = x * y2 - j * y3
+        y3 = y2
+        y2 = y1
+    return x * y2 - y3
+
+
+@njit(cache=True, nogil=True)
+def _act(code, x):
+    """g(x) for the activation ``code`` (see :data:`ACTIVATION_CODES`); dtype of x preserved."""
+    if code == 0:
+        return x
+    if code == 1:
+        return x if x > 0 else x - x      # +0.0 like np.maximum(x, 0.0)
+    if code == 2:
+        return x * x
+    if code == 3:
+        return math.erf(x / _SQRT2)
+    if code == 4:
+        return math.tanh(x)
+    if code == 5:
+        return 1.0 / (1.0 + math.exp(-x))
+    k = code - 5
+    return _INV_SQRT[k - 1] * _hermite_norm(k, x)
+
+
+@njit(cache=True, nogil=True)
+def _dact(code, x):
+    """g'(x) for the activation ``code``."""
+    if code == 0:
+        return (x - x) + 1
+    if code == 1:
+        return (x - x) + 1 if x > 0 else x - x
+    if code == 2:
+        return 2.0 * x
+    if code == 3:
+        return _SQRT_2_OVER_PI * math.exp((-0.5 * x) * x)
+    if code == 4:
+        c = math.cosh(x)
+        return 1.0 / (c * c)
+    if code == 5:
+        s = 1.0 / (1.0 + math.exp(-x))
+        return s * (1.0 - s)
+    k = code - 5
+    if k == 1:
+        return (x - x) + 1
+    return _INV_SQRT[k - 1] * k * _hermite_norm(k - 1, x)
+
+
+@njit(cache=True)
+def _act_array(code, x, derivative):
+    out = np.empty_like(x)
+    for i in range(x.size):
+        out[i] = _dact(code, x[i]) if derivative else _act(code, x[i])
+    return out
+
+
+def activation_is_bitwise(name: str, n: int = 20001) -> bool:
+    """Whether numba evaluates g and g' of activation ``name`` bit for bit like hidyn.activations here.
+
+    Compares both on a grid of float64 values in [−8, 8] (and their ± subnormal-free perturbations).
+    Arithmetic activations always agree; erf / tanh (and the exp in erf′) go through numpy's SIMD or
+    scipy's own routines, which may differ from libm in the last bit, depending on the platform.
+    """
+    from hidyn.activations import get_activation
+
+    if name not in ACTIVATION_CODES:
+        return False
+    act = get_activation(name)
+    x = np.concatenate([np.linspace(-8.0, 8.0, n), np.random.default_rng(0).standard_normal(n) * 3])
+    code = ACTIVATION_CODES[name]
+    return bool(np.array_equal(_act_array(code, x, False), np.asarray(act.g(x), dtype=np.float64))
+                and np.array_equal(_act_array(code, x, True), np.asarray(act.dg(x), dtype=np.float64)))
+
+
+# --------------------------------------------------------------------------------------------------
+# teacher–student online SGD kernel
+# --------------------------------------------------------------------------------------------------
+@njit(cache=True, parallel=True, nogil=True)
+def _two_layer_steps(X, x_off, zeta, z_off, n_steps, W, B, v, A, code, inv_sqrt_d, c_w, c_v,
+                     train_second):
+    """Advance every seed by ``n_steps`` SGD steps (teacher_student.md §1), in place.
+
+    Parameters
+    ----------
+    X : ndarray (S, n_block, P, d)
+        Input buffer; steps use X[:, x_off + j], j < n_steps.
+    zeta : ndarray (S, n_noise, P)
+        Scaled label noise σζ; steps use zeta[:, z_off + j].
+    W (S, K, d), B (S, M, d), v (S, K), A (M,) : ndarrays of one float dtype
+    code : int
+        Activation code (:data:`ACTIVATION_CODES`).
+    inv_sqrt_d, c_w, c_v : scalars of the arrays' dtype
+        d^{-1/2}, η d^{-1/2}/P and η_v/(dP), already rounded to the dtype.
+    train_second : bool
+    """
+    S, K, d = W.shape
+    M = B.shape[1]
+    P = X.shape[2]
+    for s in prange(S):
+        Ws, Bs, vs = W[s], B[s], v[s]
+        # scratch in the run's dtype: storing an activation value rounds it to the dtype once, as
+        # numpy's float32 arrays do, before it enters the next product
+        gl = np.empty((P, K), dtype=W.dtype)
+        dl = np.empty((P, K), dtype=W.dtype)
+        coef = np.empty((P, K), dtype=W.dtype)
+        delta = np.empty(P, dtype=W.dtype)
+        prod_m = np.empty(M, dtype=W.dtype)
+        prod_k = np.empty(K, dtype=W.dtype)
+        for j in range(n_steps):
+            xs = X[s, x_off + j]
+            for p in range(P):
+                x = xs[p]
+                for m in range(M):
+                    prod_m[m] = _act(code, pairwise_dot(x, Bs[m]) * inv_sqrt_d)   # g(ν_m)
+                    prod_m[m] = prod_m[m] * A[m]
+                y = pairwise_sum(prod_m) + zeta[s, z_off + j, p]
+                for k in range(K):
+                    lk = pairwise_dot(x, Ws[k]) * inv_sqrt_d                     # λ_k
+                    gl[p, k] = _act(code, lk)
+                    dl[p, k] = _dact(code, lk)
+                    prod_k[k] = gl[p, k] * vs[k]
+                delta[p] = y - pairwise_sum(prod_k)
+                for k in range(K):
+                    coef[p, k] = (dl[p, k] * delta[p]) * vs[k]
+            for k in range(K):
+                wk = Ws[k]
+                if P == 1:
+                    ck = coef[0, k]
+                    x0 = xs[0]
+                    for i in range(d):
+                        wk[i] += c_w * (ck * x0[i])
+                else:
+                    for i in range(d):
+                        acc = coef[0, k] * xs[0, i]
+                        for p in range(1, P):
+                            acc += coef[p, k] * xs[p, i]
+                        wk[i] += c_w * acc
+            if train_second:
+                for k in range(K):
+                    acc = gl[0, k] * delta[0]
+                    for p in range(1, P):
+                        acc += gl[p, k] * delta[p]
+                    vs[k] += c_v * acc
+
+
+_DRAW_THREADS = max(1, min(os.cpu_count() or 1, 8))
+
+
+def set_draw_threads(n: int) -> None:
+    """Number of threads that fill the per-seed input blocks (each seed's Generator is used by one thread).
+
+    numpy Generators release the GIL while filling an array, so seeds draw in parallel; the values do
+    not depend on this number.
+    """
+    global _DRAW_THREADS
+    _DRAW_THREADS = max(1, int(n))
+
+
+def _fill(rngs, out, dtype, threads):
+    """out[i] ← rngs[i].standard_normal(out[i].shape), the same values as the reference's np.stack."""
+    def one(i):
+        rngs[i].standard_normal(out=out[i], dtype=dtype)
+
+    if threads <= 1 or len(rngs) == 1:
+        for i in range(len(rngs)):
+            one(i)
+    else:
+        with ThreadPoolExecutor(max_workers=min(threads, len(rngs))) as pool:
+            list(pool.map(one, range(len(rngs))))
+
+
+class TwoLayerNumbaBackend(TwoLayerNumpyBackend):
+    """Teacher–student online SGD in numba, on the numpy reference's random streams.
+
+    Same initial weights, inputs, noise and observables as
+    :class:`~hidyn.solvers.mc.two_layer_numpy.TwoLayerNumpyBackend` (the draws are made by the same
+    Generators in the same order and block structure); the sequential SGD map runs in a numba kernel
+    with a fixed order of operations (module docstring), one seed per thread.  Two input buffers are
+    kept so that a chunk crossing a block boundary needs no concatenation.
+
+    Parameters
+    ----------
+    spec : TwoLayerSpec
+        A named activation is required (custom Python callables cannot run in numba).
+    precision : {"float64", "float32"}
+    """
+
+    name = "numba"
+
+    def __init__(self, spec, precision: str = "float64"):
+        super().__init__(spec, precision)
+        reason = self.unsupported_reason(spec)
+        if reason:
+            raise NotImplementedError(reason)
+        self.code = ACTIVATION_CODES[self.act.name]
+
+    @classmethod
+    def unsupported_reason(cls, spec) -> str | None:
+        """Why this backend cannot run ``spec`` (None when it can); ``backend="auto"`` skips it then."""
+        from hidyn.activations import get_activation
+
+        name = get_activation(spec.activation).name
+        if name not in ACTIVATION_CODES:
+            return (f"the numba backend needs a named activation ({', '.join(ACTIVATION_CODES)}); "
+                    f"a custom activation ({name!r}) runs only with backend='numpy'")
+        return None
+
+    def memory_bytes(self, n_seeds: int) -> int:
+        s = self.spec
+        # two input blocks (ping-pong) + weights; the noise of a chunk is at most one block
+        return n_seeds * self.dtype.itemsize * (s.d * (s.K + s.M) + 2 * self.block * s.batch_size * s.d
+                                                + self.block * s.batch_size)
+
+    def init(self, seed_sequences):
+        state = super().init(seed_sequences)
+        state["buffers"] = [None, None]
+        state["current"] = 0
+        state["n_blocks"] = 0
+        return state
+
+    def _next_block(self, state):
+        """Draw the next input block of every seed into the spare buffer (the reference's order)."""
+        s = self.spec
+        nxt = 1 - state["current"] if state["n_blocks"] else 0
+        if state["buffers"][nxt] is None:
+            state["buffers"][nxt] = np.empty((len(state["rngs"]), self.block, s.batch_size, s.d),
+                                             dtype=self.dtype)
+        _fill(state["rngs"], state["buffers"][nxt], self.dtype, _DRAW_THREADS)
+        state["current"] = nxt
+        state["buffer"] = state["buffers"][nxt]
+        state["used"] = 0
+        state["n_blocks"] += 1
+
+    def advance(self, state, n):
+        s = self.spec
+        dt = self.dtype.type
+        inv_sqrt_d = 1.0 / math.sqrt(s.d)
+        c_w = dt(s.lr * inv_sqrt_d / s.batch_size)          # numpy rounds Python scalars to the dtype
+        c_v = dt(s.lr_second / (s.d * s.batch_size))
+        inv = dt(inv_sqrt_d)
+        done = 0
+        while done < n:
+            nb = min(n - done, self.block)
+            # the reference's order per sub-chunk: its inputs (drawing a block when the buffer runs
+            # out), then the chunk's noise
+            segments = []
+            rem = nb
+            while rem > 0:
+                if state["buffer"] is None or state["used"] == self.block:
+                    self._next_block(state)
+                take = min(rem, self.block - state["used"])
+                segments.append((state["buffer"], state["used"], take))
+                state["used"] += take
+                rem -= take
+            zeta = self._noise(state, nb)
+            z_off = 0
+            for buf, off, take in segments:
+                _two_layer_steps(buf, off, zeta, z_off, take, state["W"], state["B"], state["v"],
+                                 state["A"], self.code, inv, c_w, c_v, bool(s.train_second_layer))
+                z_off += take
+            done += nb
+        return state
+
+    def attrs(self, state):
+        return {"numba_threads": int(_numba_threads())}
+
+
+def _numba_threads() -> int:
+    import numba
+
+    return numba.get_num_threads()
+
+
+# --------------------------------------------------------------------------------------------------
+# DLN full-batch GD with a fused gradient
+# --------------------------------------------------------------------------------------------------
+#: reassociation (SIMD dot products) and FMA contraction, but NaN/inf stay IEEE so divergence is seen
+_FAST = {"reassoc", "contract", "nsz"}
+
+
+@njit(cache=True, parallel=True, fastmath=_FAST, nogil=True)
+def dln_gd_fused(X, y, wp, wm, n_steps, c_lr, inv_ratio, n_chunks):
+    """``n_steps`` full-batch GD steps of diagonal linear networks, reading each row of X once per step.
+
+    Parameters
+    ----------
+    X : ndarray (S, n, d)
+        One design per group of weight vectors.
+    y : ndarray (S, G, n)
+        Labels of the G weight vectors sharing X[s].
+    wp, wm : ndarray (S, G, d)
+        w± (dln_numpy.py): β = w+² − w−²; updated in place, w± ← w±(1 ∓ c·η·g).
+    n_steps : int
+    c_lr : float
+        c·η (c = 1 for uv, 2 for pm).
+    inv_ratio : float
+        1/δ: g = Xᵀ(Xβ − y)/δ.
+    n_chunks : int
+        Row chunks per design, each accumulated by one thread into a private partial gradient (use
+        1 when S is at least the number of threads, more when few designs are shared by many seeds).
+
+    Notes
+    -----
+    Per step and row μ: r_g = x_μ·β_g − y_{g,μ} for all g (one pass over x_μ), then g_g += r_g x_μ
+    while x_μ is still in L1: X is read from memory once instead of twice.  ``fastmath`` lets LLVM
+    reassociate the dot products into SIMD lanes, so sums are not bitwise those of numpy (BLAS does
+    not promise an order either).
+    """
+    S, n, d = X.shape
+    G = wp.shape[1]
+    beta = np.empty((S, G, d), dtype=wp.dtype)
+    partial = np.zeros((S, n_chunks, G, d), dtype=wp.dtype)
+    rows = (n + n_chunks - 1) // n_chunks
+    for _ in range(n_steps):
+        for s in prange(S):
+            for g in range(G):
+                for i in range(d):
+                    beta[s, g, i] = wp[s, g, i] * wp[s, g, i] - wm[s, g, i] * wm[s, g, i]
+        for job in prange(S * n_chunks):
+            s = job // n_chunks
+            c = job % n_chunks
+            part = partial[s, c]
+            part[:] = 0
+            lo = c * rows
+            hi = min(n, lo + rows)
+            r = np.empty(G, dtype=wp.dtype)
+            for mu in range(lo, hi):
+                x = X[s, mu]
+                for g in range(G):
+                    acc = -y[s, g, mu]
+                    bg = beta[s, g]
+                    for i in range(d):
+                        acc += x[i] * bg[i]
+                    r[g] = acc
+                for g in range(G):
+                    rg = r[g]
+                    pg = part[g]
+                    for i in range(d):
+                        pg[i] += rg * x[i]
+        for s in prange(S):
+            for g in range(G):
+                for i in range(d):
+                    grad = partial[s, 0, g, i]
+                    for c in range(1, n_chunks):
+                        grad += partial[s, c, g, i]
+                    step = c_lr * (grad * inv_ratio)
+                    wp[s, g, i] *= 1.0 - step
+                    wm[s, g, i] *= 1.0 + step
+
+
+@njit(cache=True, parallel=True, fastmath=_FAST, nogil=True)
+def _dln_population_gd(wp, wm, beta_star, n_steps, c_lr):
+    """Population GD (g = β − β*, dln.md §2.2), in place; trivially memory-light."""
+    S, d = wp.shape
+    for s in prange(S):
+        for _ in range(n_steps):
+            for i in range(d):
+                step = c_lr * (wp[s, i] * wp[s, i] - wm[s, i] * wm[s, i] - beta_star[s, i])
+                wp[s, i] *= 1.0 - step
+                wm[s, i] *= 1.0 + step
+
+
+class DLNNumbaBackend(DLNNumpyBackend):
+    """Full-batch DLN gradient descent with the fused one-pass gradient (:func:`dln_gd_fused`).
+
+    Initial condition, teacher, data and observables are those of
+    :class:`~hidyn.solvers.mc.dln_numpy.DLNNumpyBackend` (same Generators, same draws), so a run agrees
+    with the numpy backend's to rounding (GD is deterministic given the data).
+
+    Only ``algorithm="gd"`` (with a training set or in the population setting) runs here; gradient flow
+    and SGD raise NotImplementedError: use ``backend="numpy"`` or ``backend="jax"``.
+    """
+
+    name = "numba"
+
+    def __init__(self, spec, precision: str = "float64"):
+        super().__init__(spec, precision)
+        reason = self.unsupported_reason(spec)
+        if reason:
+            raise NotImplementedError(reason)
+
+    @classmethod
+    def unsupported_reason(cls, spec) -> str | None:
+        """Why this backend cannot run ``spec`` (None when it can); ``backend="auto"`` skips it then."""
+        if spec.algorithm != "gd":
+            return (f"the numba DLN backend implements full-batch GD only (algorithm='gd'); "
+                    f"algorithm={spec.algorithm!r} runs with backend='numpy' or backend='jax'")
+        return None
+
+    def init(self, seed_sequences):
+        state = super().init(seed_sequences)
+        if self.spec.ratio is not None:
+            state["y3"] = np.ascontiguousarray(state["y"][:, None, :])
+        return state
+
+    def advance(self, state, n):
+        s = self.spec
+        c_lr = s.clock * s.lr
+        if s.ratio is None:
+            _dln_population_gd(state["wp"], state["wm"], state["beta_star"], int(n), c_lr)
+        else:
+            # one row chunk per design: each seed's sums then never depend on the number of seeds or
+            # threads (seed i of a run equals the same seed run alone, bit for bit)
+            wp, wm = state["wp"][:, None, :], state["wm"][:, None, :]   # views: updated in place
+            dln_gd_fused(state["X"], state["y3"], wp, wm, int(n), c_lr, 1.0 / s.ratio, 1)
+        state["r"] = None
+        return state
+
+    def attrs(self, state):
+        out = super().attrs(state)
+        out["numba_threads"] = int(_numba_threads())
+        out["gd_gradient"] = "fused one-pass X^T(X beta - y)"
+        return out
