@@ -7,14 +7,21 @@ Prints, for T = 150 GD steps (η = 0.1, t = 15):
   jackknife ones;
 * finite-d GD at d = 4096 with 8 seeds (a plain numpy loop written here, float64), recording the same
   observables (train/test loss, overlap, norms, TPR/FPR) at every step: wall time and peak memory;
-* the largest deviation between the two test-loss curves in units of their combined standard error.
+* the largest deviation between the two test-loss curves in units of their combined standard error;
+* when jax is installed, the JAX engine (:mod:`hidyn.solvers.dmft.dln_jax`) on the same problem, in a
+  child process so that its peak RSS is its own: first call (compiles the per-step kernels) and second
+  call for both error methods, and its deviation from the numpy engine, on the same seed (the two
+  engines draw the same random numbers: rounding only) and on an independent seed (in SEM units).
 
-Usage: ``python benchmarks/dln_dmft.py [--quick]`` (``--quick``: T = 40, K = 4000, d = 1024, 2 seeds).
+Usage: ``python benchmarks/dln_dmft.py [--quick] [--no-jax] [--jax-device cpu|gpu]``
+(``--quick``: T = 40, K = 4000, d = 1024, 2 seeds).
 """
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import math
+import multiprocessing
 import resource
 import time
 import tracemalloc
@@ -68,10 +75,42 @@ def _measure(fn):
     return res, wall, peak, rss
 
 
+def _jax_child(params, T, K, device, queue):
+    """Time the JAX engine in its own process (peak RSS of the child alone); results via ``queue``."""
+    import jax
+
+    from hidyn.solvers.dmft import dln_jax
+
+    rows = []
+    for method in ("jackknife", "replicas"):
+        for call in ("first", "second"):
+            t0 = time.perf_counter()
+            th = dln_jax.solve(**params, n_steps=T, n_samples=K, seed=0, error_method=method, device=device)
+            rows.append((method, call, time.perf_counter() - t0))
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    other = dln_jax.solve(**params, n_steps=T, n_samples=K, seed=1, device=device)
+    keep = ("train_loss", "test_loss", "train_loss_sem", "test_loss_sem")
+    queue.put({"rows": rows, "rss": rss, "device": th["info"]["device"], "version": jax.__version__,
+               "same": {k: th[k] for k in keep}, "other": {k: other[k] for k in keep},
+               "mem_est": dln_jax.estimate_memory(K, T, "float32")["total"]})
+
+
+def _run_jax(params, T, K, device):
+    ctx = multiprocessing.get_context("spawn")  # a fresh interpreter: its ru_maxrss is the JAX run's
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_jax_child, args=(params, T, K, device, queue))
+    proc.start()
+    res = queue.get()
+    proc.join()
+    return res
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small sizes (smoke test)")
     ap.add_argument("--ratio", type=float, default=0.5)
+    ap.add_argument("--no-jax", action="store_true", help="skip the JAX engine")
+    ap.add_argument("--jax-device", default=None, help="JAX device for the JAX engine (cpu, gpu)")
     args = ap.parse_args(argv)
     T, K, d, seeds = (40, 4000, 1024, 2) if args.quick else (150, 16000, 4096, 8)
     p = dict(ratio=args.ratio, sparsity=0.1, noise=0.0, init_scale=0.3, lr=0.1)
@@ -105,6 +144,23 @@ def main(argv=None):
         print(f"  t={p['lr'] * k:5.1f}: DMFT E_te {th['test_loss'][k]:.5f} ± {th['test_loss_sem'][k]:.5f}, "
               f"finite-d {sim[:, k].mean():.5f} ± {se[k]:.5f}; DMFT E_tr {th['train_loss'][k]:.3e}, "
               f"finite-d {np.mean([r['train_loss'][k] for r in runs]):.3e}")
+
+    has_jax = importlib.util.find_spec("jax") is not None
+    if args.no_jax or not has_jax:
+        print("JAX engine: skipped" + ("" if args.no_jax else " (jax not installed)"))
+        return
+    res = _run_jax(p, T, K, args.jax_device)
+    print(f"JAX engine (jax {res['version']}, device {res['device']}, memory estimate "
+          f"{res['mem_est'] / 1e9:.3f} GB):")
+    for method, call, wall in res["rows"]:
+        print(f"  error_method={method:9s} {call:6s} call: wall {wall:7.2f} s")
+    print(f"  child-process peak RSS {res['rss'] / 1e9:.3f} GB")
+    for key in ("train_loss", "test_loss"):
+        same = np.abs(res["same"][key] - th[key])[1:]
+        z_other = (np.abs(res["other"][key] - th[key])
+                   / np.hypot(res["other"][f"{key}_sem"], th[f"{key}_sem"]))[1:]
+        print(f"  {key}: same seed max |jax − numpy| = {same.max():.2e} "
+              f"(= {np.max(same / th[f'{key}_sem'][1:]):.3f} SEM); independent seed max |z| = {z_other.max():.2f}")
 
 
 if __name__ == "__main__":

@@ -20,8 +20,6 @@ import argparse
 import math
 from pathlib import Path
 
-import numpy as np
-
 KAPPAS = (0.0, 1.0, 5.0, 20.0)
 PANELS = {
     "a": dict(loss="correlation", geometry="sphere", spike_angle=0.0,

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import time as _time
 
 import numpy as np
@@ -51,7 +52,6 @@ def _backend_class(spec: ModelSpec, backend: str):
         # that cannot run this spec (``unsupported_reason``) is skipped.  The machine probes run once
         # per process and are cached on this function; jax is imported only when the model has a jax
         # backend, jax is installed and a GPU plugin is present (importing jax costs ~1 s).
-        import importlib.util
         import os
         import pkgutil
 

@@ -138,7 +138,6 @@ def escape_time(model="single_index", *, d, seeds=256, start: str | None = None,
     Ben Arous, Gheissari, Jagannath, JMLR 22 (2021), arXiv:2003.10409 (search phase, information
     exponent).
     """
-    import xarray as xr
     from tqdm.auto import tqdm
 
     from hidyn import models, rng

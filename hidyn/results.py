@@ -133,9 +133,8 @@ def validate_dataset(ds: xr.Dataset) -> xr.Dataset:
     for key in ("hidyn_version", "model", "method"):
         if key not in ds.attrs:
             problems.append(f"missing attr {key!r}")
-    if "time" not in ds.dims:
-        problems.append("missing dim 'time'")
-    elif ds.sizes["time"] > 1 and np.any(np.diff(ds["time"].values) < 0):
+    # summaries (e.g. escape-time ensembles, dims d × seed) have no time axis; learning curves do
+    if "time" in ds.dims and ds.sizes["time"] > 1 and np.any(np.diff(ds["time"].values) < 0):
         problems.append("coordinate 'time' is not non-decreasing")
     if "time" in ds.coords and "since" in str(ds["time"].attrs.get("units", "")):
         problems.append("time units must not contain 'since' (they would be decoded as dates)")

@@ -117,11 +117,12 @@ def default_tolerance(spec: SingleIndexSpec, sim=None):
       nonlinear response to the O(1/√d) fluctuations.  Measured with the exact reduced chain
       (400 runs, d = 256 and 1024) on the registered validation cases (h₂ with and without an aligned
       spike κ = 5, misaligned spike φ = 45° on ``sphere`` and ``sigma_sphere``, ReLU, tanh, linear;
-      η ∈ [0.05, 0.5]): max over times of (|mean − ODE| − 3·SEM)·√d ≤ 0.35 for the order parameters and
-      ≤ 9 on test losses of scale 12–15 (spiked h₂, where E[σ²] grows like (1 + κs²)²); relative to the
-      theory value ≤ 0.94 except ≤ 1.75 where a loss is small (there the absolute part covers it).  The
-      bias shrinks like 1/d (×3–20 from d = 256 to 1024), so the allowance c/√d with C_ABS = 0.5 and a
-      relative C_REL = 1.5 is calibrated at d = 256 and conservative above it.
+      η ∈ [0.05, 0.5]): the largest excess over 3·SEM, times √d, is 0.41 on the order parameters
+      (q, misaligned spike on ``sigma_sphere``, d = 256) and 9.1 on test losses of scale 12–15 (spiked
+      h₂, where E[σ²] grows like (1 + κs²)²); ReLU, tanh and linear show none.  The bias shrinks like
+      1/d (×3–20 from d = 256 to 1024).  With C_ABS = 0.5 and C_REL = 1.5 the measured excess uses at
+      most 54 % of (C_ABS + C_REL·|theory|)/√d at any time point (d = 256, misaligned-spike test loss):
+      a ≈ 2× margin at d = 256, more above it.
     * Not covered: runs started near the equator (m₀ ~ 1/√d), whose run-to-run spread is O(1) (note §4):
       compare escape-time medians with :func:`hidyn.escape_time` instead of seed means.
 

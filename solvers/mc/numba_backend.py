@@ -60,102 +60,112 @@ _PW_BLOCK = 128  # numpy's PW_BLOCKSIZE
 
 
 @njit(cache=True, nogil=True)
-def _pairwise_dot_rec(a, b, lo, n):
-    """Σ a[lo+i]·b[lo+i], i < n, in the order of numpy's pairwise_sum of the products (n ≥ 8)."""
-    if n <= _PW_BLOCK:
-        r0 = a[lo] * b[lo]
-        r1 = a[lo + 1] * b[lo + 1]
-        r2 = a[lo + 2] * b[lo + 2]
-        r3 = a[lo + 3] * b[lo + 3]
-        r4 = a[lo + 4] * b[lo + 4]
-        r5 = a[lo + 5] * b[lo + 5]
-        r6 = a[lo + 6] * b[lo + 6]
-        r7 = a[lo + 7] * b[lo + 7]
-        stop = n - n % 8
-        i = 8
-        while i < stop:
-            j = lo + i
-            r0 += a[j] * b[j]
-            r1 += a[j + 1] * b[j + 1]
-            r2 += a[j + 2] * b[j + 2]
-            r3 += a[j + 3] * b[j + 3]
-            r4 += a[j + 4] * b[j + 4]
-            r5 += a[j + 5] * b[j + 5]
-            r6 += a[j + 6] * b[j + 6]
-            r7 += a[j + 7] * b[j + 7]
-            i += 8
-        res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
-        while i < n:
-            res += a[lo + i] * b[lo + i]
-            i += 1
-        return res
-    n2 = n // 2
-    n2 -= n2 % 8
-    return _pairwise_dot_rec(a, b, lo, n2) + _pairwise_dot_rec(a, b, lo + n2, n - n2)
+def _leaf_dot(a, b, lo, n):
+    """Σ a[lo+i]·b[lo+i], i < n ≤ 128, in the order of a leaf of numpy's pairwise_sum.
 
-
-@njit(cache=True, nogil=True)
-def _pairwise_sum_rec(a, lo, n):
-    """Σ a[lo+i], i < n, in the order of numpy's pairwise_sum (n ≥ 8)."""
-    if n <= _PW_BLOCK:
-        r0 = a[lo]
-        r1 = a[lo + 1]
-        r2 = a[lo + 2]
-        r3 = a[lo + 3]
-        r4 = a[lo + 4]
-        r5 = a[lo + 5]
-        r6 = a[lo + 6]
-        r7 = a[lo + 7]
-        stop = n - n % 8
-        i = 8
-        while i < stop:
-            j = lo + i
-            r0 += a[j]
-            r1 += a[j + 1]
-            r2 += a[j + 2]
-            r3 += a[j + 3]
-            r4 += a[j + 4]
-            r5 += a[j + 5]
-            r6 += a[j + 6]
-            r7 += a[j + 7]
-            i += 8
-        res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
-        while i < n:
-            res += a[lo + i]
-            i += 1
-        return res
-    n2 = n // 2
-    n2 -= n2 % 8
-    return _pairwise_sum_rec(a, lo, n2) + _pairwise_sum_rec(a, lo + n2, n - n2)
-
-
-@njit(cache=True, nogil=True)
-def pairwise_dot(a, b):
-    """``np.sum(a * b)`` for 1-D contiguous a, b of one float dtype, bit for bit (numpy ≥ 1.9).
-
-    Below 8 terms numpy adds sequentially onto −0.0 (the exact additive identity, so starting from
-    the first term is the same); from 8 terms on it uses 8 interleaved accumulators on blocks of at
-    most 128 terms and splits longer ranges in halves rounded down to multiples of 8.
+    Below 8 terms numpy adds sequentially onto −0.0, the exact additive identity, so starting from
+    the first term is the same; from 8 terms on it keeps 8 interleaved accumulators, combines them as
+    ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7)) and adds the < 8 remaining terms in order.
     """
-    n = a.shape[0]
     if n < 8:
-        res = a[0] * b[0]
+        res = a[lo] * b[lo]
         for i in range(1, n):
-            res += a[i] * b[i]
+            res += a[lo + i] * b[lo + i]
         return res
-    return _pairwise_dot_rec(a, b, 0, n)
+    r0 = a[lo] * b[lo]
+    r1 = a[lo + 1] * b[lo + 1]
+    r2 = a[lo + 2] * b[lo + 2]
+    r3 = a[lo + 3] * b[lo + 3]
+    r4 = a[lo + 4] * b[lo + 4]
+    r5 = a[lo + 5] * b[lo + 5]
+    r6 = a[lo + 6] * b[lo + 6]
+    r7 = a[lo + 7] * b[lo + 7]
+    stop = n - n % 8
+    i = 8
+    while i < stop:
+        j = lo + i
+        r0 += a[j] * b[j]
+        r1 += a[j + 1] * b[j + 1]
+        r2 += a[j + 2] * b[j + 2]
+        r3 += a[j + 3] * b[j + 3]
+        r4 += a[j + 4] * b[j + 4]
+        r5 += a[j + 5] * b[j + 5]
+        r6 += a[j + 6] * b[j + 6]
+        r7 += a[j + 7] * b[j + 7]
+        i += 8
+    res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+    while i < n:
+        res += a[lo + i] * b[lo + i]
+        i += 1
+    return res
+
+
+def pairwise_program(n: int) -> np.ndarray:
+    """numpy's pairwise-summation tree over n terms as a post-order program, shape (n_ops, 2) int64.
+
+    Rows ``(lo, m)`` with lo ≥ 0 push the leaf sum of terms lo … lo + m − 1 (m ≤ 128); rows ``(−1, 0)``
+    pop the right and left partial sums and push left + right.  numpy splits a range of more than 128
+    terms at n2 = n//2 rounded down to a multiple of 8 (``pairwise_sum`` in
+    numpy/_core/src/umath/loops_utils.h.src).  The kernels run this program with an explicit stack:
+    numba cannot reload cached recursive functions reliably.
+    """
+    if n < 1:
+        raise ValueError(f"a pairwise sum needs at least one term, got n={n}")
+    ops: list[tuple[int, int]] = []
+    todo = [(0, n, False)]
+    while todo:                                    # iterative post-order traversal
+        lo, m, expanded = todo.pop()
+        if m <= _PW_BLOCK:
+            ops.append((lo, m))
+        elif expanded:
+            ops.append((-1, 0))
+        else:
+            m2 = m // 2
+            m2 -= m2 % 8
+            todo.append((lo, m, True))
+            todo.append((lo + m2, m - m2, False))
+            todo.append((lo, m2, False))
+    return np.asarray(ops, dtype=np.int64).reshape(-1, 2)
+
+
+def _stack_size(program: np.ndarray) -> int:
+    depth = top = 0
+    for lo, _ in program:
+        top = top + 1 if lo >= 0 else top - 1
+        depth = max(depth, top)
+    return depth
 
 
 @njit(cache=True, nogil=True)
+def _pw_dot(a, b, program, stack):
+    """``np.sum(a * b)`` bit for bit, running :func:`pairwise_program`'s program; ``stack`` is scratch
+    of the operands' dtype (storing rounds nothing: the values already have that dtype)."""
+    if program.shape[0] == 1:
+        return _leaf_dot(a, b, program[0, 0], program[0, 1])
+    top = 0
+    for i in range(program.shape[0]):
+        lo = program[i, 0]
+        if lo >= 0:
+            stack[top] = _leaf_dot(a, b, lo, program[i, 1])
+            top += 1
+        else:
+            top -= 1
+            stack[top - 1] = stack[top - 1] + stack[top]
+    return stack[0]
+
+
+def pairwise_dot(a, b):
+    """``np.sum(a * b)`` for 1-D contiguous a, b of one float dtype, bit for bit (numpy ≥ 1.9)."""
+    a = np.ascontiguousarray(a)
+    b = np.ascontiguousarray(b, dtype=a.dtype)
+    prog = pairwise_program(a.shape[0])
+    return _pw_dot(a, b, prog, np.empty(max(_stack_size(prog), 1), dtype=a.dtype))
+
+
 def pairwise_sum(a):
-    """``np.sum(a)`` for a 1-D contiguous float array, bit for bit (the tree of :func:`pairwise_dot`)."""
-    n = a.shape[0]
-    if n < 8:
-        res = a[0]
-        for i in range(1, n):
-            res += a[i]
-        return res
-    return _pairwise_sum_rec(a, 0, n)
+    """``np.sum(a)`` for a 1-D contiguous float array, bit for bit (x·1 is exact: the same tree)."""
+    a = np.ascontiguousarray(a)
+    return pairwise_dot(a, np.ones_like(a))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -257,7 +267,7 @@ def activation_is_bitwise(name: str, n: int = 20001) -> bool:
 # --------------------------------------------------------------------------------------------------
 @njit(cache=True, parallel=True, nogil=True)
 def _two_layer_steps(X, x_off, zeta, z_off, n_steps, W, B, v, A, code, inv_sqrt_d, c_w, c_v,
-                     train_second):
+                     train_second, prog_d, prog_k, prog_m, stack_size):
     """Advance every seed by ``n_steps`` SGD steps (teacher_student.md §1), in place.
 
     Parameters
@@ -272,6 +282,10 @@ def _two_layer_steps(X, x_off, zeta, z_off, n_steps, W, B, v, A, code, inv_sqrt_
     inv_sqrt_d, c_w, c_v : scalars of the arrays' dtype
         d^{-1/2}, η d^{-1/2}/P and η_v/(dP), already rounded to the dtype.
     train_second : bool
+    prog_d, prog_k, prog_m : ndarray (n_ops, 2) int64
+        :func:`pairwise_program` of d, K and M terms.
+    stack_size : int
+        Scratch depth for the largest of the three programs.
     """
     S, K, d = W.shape
     M = B.shape[1]
@@ -286,20 +300,23 @@ def _two_layer_steps(X, x_off, zeta, z_off, n_steps, W, B, v, A, code, inv_sqrt_
         delta = np.empty(P, dtype=W.dtype)
         prod_m = np.empty(M, dtype=W.dtype)
         prod_k = np.empty(K, dtype=W.dtype)
+        ones_k = np.ones(K, dtype=W.dtype)
+        ones_m = np.ones(M, dtype=W.dtype)
+        stack = np.empty(stack_size, dtype=W.dtype)
         for j in range(n_steps):
             xs = X[s, x_off + j]
             for p in range(P):
                 x = xs[p]
                 for m in range(M):
-                    prod_m[m] = _act(code, pairwise_dot(x, Bs[m]) * inv_sqrt_d)   # g(ν_m)
+                    prod_m[m] = _act(code, _pw_dot(x, Bs[m], prog_d, stack) * inv_sqrt_d)   # g(ν_m)
                     prod_m[m] = prod_m[m] * A[m]
-                y = pairwise_sum(prod_m) + zeta[s, z_off + j, p]
+                y = _pw_dot(prod_m, ones_m, prog_m, stack) + zeta[s, z_off + j, p]
                 for k in range(K):
-                    lk = pairwise_dot(x, Ws[k]) * inv_sqrt_d                     # λ_k
+                    lk = _pw_dot(x, Ws[k], prog_d, stack) * inv_sqrt_d           # λ_k
                     gl[p, k] = _act(code, lk)
                     dl[p, k] = _dact(code, lk)
                     prod_k[k] = gl[p, k] * vs[k]
-                delta[p] = y - pairwise_sum(prod_k)
+                delta[p] = y - _pw_dot(prod_k, ones_k, prog_k, stack)
                 for k in range(K):
                     coef[p, k] = (dl[p, k] * delta[p]) * vs[k]
             for k in range(K):
@@ -373,6 +390,8 @@ class TwoLayerNumbaBackend(TwoLayerNumpyBackend):
         if reason:
             raise NotImplementedError(reason)
         self.code = ACTIVATION_CODES[self.act.name]
+        self.programs = tuple(pairwise_program(n) for n in (spec.d, spec.K, spec.M))
+        self.stack_size = max(max(_stack_size(p) for p in self.programs), 1)
 
     @classmethod
     def unsupported_reason(cls, spec) -> str | None:
@@ -436,7 +455,8 @@ class TwoLayerNumbaBackend(TwoLayerNumpyBackend):
             z_off = 0
             for buf, off, take in segments:
                 _two_layer_steps(buf, off, zeta, z_off, take, state["W"], state["B"], state["v"],
-                                 state["A"], self.code, inv, c_w, c_v, bool(s.train_second_layer))
+                                 state["A"], self.code, inv, c_w, c_v, bool(s.train_second_layer),
+                                 *self.programs, self.stack_size)
                 z_off += take
             done += nb
         return state

@@ -29,7 +29,7 @@ Every geometry's step is w' = (a w + Σ_i b_i x_i + e u)/N with per-seed scalars
 e = 0 except for ``wn_sigma``, where Σw = w + κsu).  The backend stores w = α·V and updates
 V += (Σ_i b_i x_i + e u)/(αa), α ← αa/N: one axpy per step whatever the geometry.  m, s, q are
 propagated exactly from the step's projections (λ, ν, μ, ‖x‖²) — which the retraction needs anyway —
-and re-measured from V at every block boundary and at every save (``observe``), so rounding cannot
+and re-measured from V every ``resync_steps`` steps and at every save (``observe``), so rounding cannot
 accumulate.
 
 Random streams

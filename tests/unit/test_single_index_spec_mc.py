@@ -7,7 +7,6 @@ as the reference for the exact reduced chain.
 from __future__ import annotations
 
 import math
-import warnings
 
 import numpy as np
 import pytest
@@ -16,9 +15,9 @@ from scipy.special import eval_hermitenorm
 import hidyn
 from hidyn import models, rng
 from hidyn.families import single_index as fam
-from hidyn.models.single_index import SingleIndexSpec, feasibility_gap
-from hidyn.solvers.mc.single_index_numpy import (SingleIndexNumpyBackend, SingleIndexReducedBackend,
-                                                 child_generators, draw_initial_weights)
+from hidyn.models.single_index import feasibility_gap
+from hidyn.solvers.mc.single_index_numpy import (SingleIndexNumpyBackend, child_generators,
+                                                 draw_initial_weights)
 
 
 def h(k, x):
@@ -294,6 +293,11 @@ def test_theory_starts_from_the_simulation_and_defaults():
     spec = models.get("single_index", d=400)
     th2 = hidyn.theory(spec, t_max=1.0, n_times=3)
     assert th2["m"].values[0] == pytest.approx(1 / 20)                # m0 = 1/√d for a random start
+    # finite_d keeps tr Σ/d = 1 + κ/d in the η² term (note §2, P3): more noise, a lower plateau
+    kw = dict(d=64, spike=20.0, lr=0.5, m0=0.3, times=[0.0, 30.0])
+    lo = hidyn.theory("single_index", finite_d=True, **kw)["m"].values[-1]
+    hi = hidyn.theory("single_index", finite_d=False, **kw)["m"].values[-1]
+    assert hi - lo > 0.01          # κ/d = 0.31 here: a visible shift (0.664 → 0.612)
     tol = fam.default_tolerance(spec)
     assert (tol.z, tol.c, tol.p) == (4.0, fam.C_ABS, 0.5) and tol.rtol == pytest.approx(fam.C_REL / 20)
     assert fam.auto_method(spec) == "ode" and fam.THEORY_NEEDS_INIT

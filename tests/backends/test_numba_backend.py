@@ -1,0 +1,224 @@
+"""numba backends: bitwise identity with numpy on shared streams, agreement in law, auto selection."""
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+pytest.importorskip("numba")
+
+import hidyn  # noqa: E402
+from hidyn import models, rng  # noqa: E402
+from hidyn.solvers.mc import numba_backend as nb  # noqa: E402
+from hidyn.solvers.mc.dln_numpy import DLNNumpyBackend  # noqa: E402
+from hidyn.solvers.mc.two_layer_numpy import TwoLayerNumpyBackend  # noqa: E402
+
+
+class ExactOrderNumpy(TwoLayerNumpyBackend):
+    """The numpy reference with every contraction written as ``np.sum`` of products.
+
+    Same streams (inherited ``_inputs``/``_noise``) and update rules as TwoLayerNumpyBackend; only the
+    order of the floating-point operations is pinned (numpy's pairwise sum over d, K and M, sequential
+    sums over the minibatch), which ``einsum`` leaves to its SIMD kernels.  This is the order proposed
+    for the reference: with it the numba backend is bit for bit identical.
+    """
+
+    def advance(self, state, n):
+        s = self.spec
+        g, dg = self.act.g, self.act.dg
+        inv_sqrt_d = 1.0 / math.sqrt(s.d)
+        W, B, v, A = state["W"], state["B"], state["v"], state["A"]
+        done = 0
+        while done < n:
+            nb_ = min(n - done, self.block)
+            X = self._inputs(state, nb_)
+            zeta = self._noise(state, nb_)
+            for j in range(nb_):
+                x = X[:, j]                                                           # (S, P, d)
+                nu = np.sum(x[:, :, None, :] * B[:, None], axis=-1) * inv_sqrt_d      # (S, P, M)
+                lam = np.sum(x[:, :, None, :] * W[:, None], axis=-1) * inv_sqrt_d     # (S, P, K)
+                y = np.sum(g(nu) * A, axis=-1) + zeta[:, j]
+                gl = g(lam)
+                delta = y - np.sum(gl * v[:, None, :], axis=-1)
+                coef = (dg(lam) * delta[..., None]) * v[:, None, :]
+                W += (s.lr * inv_sqrt_d / s.batch_size) * np.sum(coef[..., None] * x[:, :, None, :], axis=1)
+                if s.train_second_layer:
+                    v += (s.lr_second / (s.d * s.batch_size)) * np.sum(gl * delta[..., None], axis=1)
+            done += nb_
+        return state
+
+
+def _run(cls, spec, chunks, seeds=(0, 3, 5), precision="float64"):
+    be = cls(spec, precision)
+    state = be.init(rng.seed_sequences(0, list(seeds)))
+    for c in chunks:
+        be.advance(state, c)
+    return be, state
+
+
+# chunks that start mid-block, cross the 256-step block boundary twice and end mid-block
+CHUNKS = (1, 5, 300, 7, 400)
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 8, 9, 127, 128, 129, 255, 1000, 4097, 10_001])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_pairwise_reproduces_numpy_sum(n, dtype):
+    r = np.random.default_rng(n)
+    a, b = r.standard_normal(n).astype(dtype), r.standard_normal(n).astype(dtype)
+    assert nb.pairwise_dot(a, b) == np.sum(a * b)
+    assert nb.pairwise_sum(a) == np.sum(a)
+
+
+def test_arithmetic_activations_are_bitwise():
+    for name in ("linear", "relu", "quadratic", "he1", "he2", "he3", "he4"):
+        assert nb.activation_is_bitwise(name), name
+    assert not nb.activation_is_bitwise("no-such-activation")
+
+
+@pytest.mark.parametrize("act, extra", [
+    ("linear", dict(noise=0.3, batch_size=3, lr_second=0.4, train_second_layer=True)),
+    ("relu", dict(noise=0.2)),
+    ("he3", dict(K=3, M=9, lr=0.05)),          # M ≥ 8: the unit sum uses the 8-accumulator leaf
+])
+def test_bitwise_identical_to_exact_order_numpy(act, extra):
+    extra = dict(extra)
+    K, M, lr = extra.pop("K", 2), extra.pop("M", 2), extra.pop("lr", 0.5)
+    spec = models.get("two_layer", d=300, K=K, M=M, activation=act, lr=lr, **extra)
+    assert nb.activation_is_bitwise(act)
+    be_np, ref = _run(ExactOrderNumpy, spec, CHUNKS)
+    be_nb, out = _run(nb.TwoLayerNumbaBackend, spec, CHUNKS)
+    np.testing.assert_array_equal(out["W"], ref["W"])
+    np.testing.assert_array_equal(out["v"], ref["v"])
+    obs_np, obs_nb = be_np.observe(ref), be_nb.observe(out)
+    for key in obs_np:
+        np.testing.assert_array_equal(obs_nb[key], obs_np[key])
+
+
+def test_transcendental_activation_agrees_to_rounding_with_the_reference():
+    """erf goes through scipy / numpy-SIMD exp in numpy and libm in numba: equal to ~1e-15, same stream."""
+    spec = models.get("two_layer", d=300, K=2, M=2, activation="erf", lr=1.0, noise=0.1)
+    _, ref = _run(TwoLayerNumpyBackend, spec, CHUNKS)
+    _, exact = _run(ExactOrderNumpy, spec, CHUNKS)
+    _, out = _run(nb.TwoLayerNumbaBackend, spec, CHUNKS)
+    for other in (ref, exact):
+        np.testing.assert_allclose(out["W"], other["W"], rtol=0, atol=1e-12)
+        np.testing.assert_allclose(out["v"], other["v"], rtol=0, atol=1e-12)
+
+
+def test_seed_alone_equals_seed_in_a_run_and_threads_do_not_matter():
+    spec = models.get("two_layer", d=200, K=2, M=2, activation="relu", lr=0.5, noise=0.2)
+    _, many = _run(nb.TwoLayerNumbaBackend, spec, (300,), seeds=(0, 1, 2))
+    _, one = _run(nb.TwoLayerNumbaBackend, spec, (300,), seeds=(2,))
+    np.testing.assert_array_equal(many["W"][2], one["W"][0])
+    threads = nb._numba_threads()
+    try:
+        import numba
+
+        numba.set_num_threads(1)
+        nb.set_draw_threads(1)
+        _, serial = _run(nb.TwoLayerNumbaBackend, spec, (300,), seeds=(0, 1, 2))
+    finally:
+        numba.set_num_threads(threads)
+        nb.set_draw_threads(8)
+    np.testing.assert_array_equal(serial["W"], many["W"])
+
+
+def test_float32_runs_in_float32_and_stays_close_to_the_float32_reference():
+    """float32 draws a different stream (numpy's float32 ziggurat): compare with the float32 reference,
+    which evaluates some activations in float64, so agreement is to float32 rounding."""
+    spec = models.get("two_layer", d=256, K=2, M=2, activation="erf", lr=0.5)
+    _, ref = _run(TwoLayerNumpyBackend, spec, (200,), precision="float32")
+    be, s32 = _run(nb.TwoLayerNumbaBackend, spec, (200,), precision="float32")
+    assert s32["W"].dtype == np.float32 and s32["buffer"].dtype == np.float32
+    np.testing.assert_allclose(s32["W"], ref["W"], rtol=0, atol=1e-4)
+    sim = hidyn.simulate("two_layer", d=64, t_max=1.0, n_times=3, seeds=2, backend="numba", precision="float32")
+    assert sim.attrs["precision"] == "float32" and sim.attrs["backend"] == "numba"
+
+
+def test_agrees_with_theory_in_distribution():
+    """Seed mean of 16 runs against the per-seed ODE theory, the family's default tolerance."""
+    sim = hidyn.simulate("two_layer", d=250, K=2, M=2, activation="erf", lr=1.0, init_scale=0.5,
+                         t_max=30.0, n_times=15, seeds=16, backend="numba")
+    assert sim.attrs["backend"] == "numba"
+    hidyn.compare(sim).assert_ok()
+
+
+def test_custom_activation_is_refused_and_auto_falls_back():
+    spec = models.get("two_layer", d=40, activation=(np.tanh, lambda x: 1 - np.tanh(x) ** 2))
+    with pytest.raises(NotImplementedError, match="named activation"):
+        nb.TwoLayerNumbaBackend(spec)
+    sim = hidyn.simulate(spec, t_max=0.5, n_times=2, seeds=1)
+    assert sim.attrs["backend"] == "numpy"
+
+
+def test_memory_estimate_covers_both_input_buffers():
+    spec = models.get("two_layer", d=4096, K=2, M=2)
+    be = nb.TwoLayerNumbaBackend(spec)
+    assert be.memory_bytes(64) >= 2 * 64 * 256 * 4096 * 8
+
+
+# ---------------------------------------------------------------------------------------------------
+# DLN: fused full-batch GD
+# ---------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("ratio, parametrization", [(0.5, "uv"), (2.0, "pm"), (None, "uv")])
+def test_fused_gd_equals_numpy_gd_on_the_same_data(ratio, parametrization):
+    spec = models.get("dln", d=200, ratio=ratio, lr=0.1, parametrization=parametrization, init_scale=0.3)
+    ss = rng.seed_sequences(0, [0, 1, 2])
+    ref, fused = DLNNumpyBackend(spec), nb.DLNNumbaBackend(spec)
+    a, b = ref.init(ss), fused.init(ss)
+    np.testing.assert_array_equal(a["beta_star"], b["beta_star"])
+    for n in (1, 30, 70):
+        ref.advance(a, n)
+        fused.advance(b, n)
+    np.testing.assert_allclose(fused._beta(b), ref._beta(a), rtol=1e-10, atol=1e-12)
+    oa, ob = ref.observe(a), fused.observe(b)
+    for key in oa:
+        np.testing.assert_allclose(ob[key], oa[key], rtol=1e-9, atol=1e-12)
+
+
+def test_fused_kernel_shares_one_design_between_many_weight_vectors():
+    """G columns sharing X, split over row chunks, equal G independent single-column runs."""
+    r = np.random.default_rng(4)
+    n, d, G = 96, 128, 5
+    X = r.standard_normal((1, n, d)) / math.sqrt(d)
+    y = r.standard_normal((1, G, n))
+    wp = np.full((1, G, d), 0.3) + 0.01 * r.standard_normal((1, G, d))
+    wm = np.full((1, G, d), 0.3)
+    wp1, wm1 = wp.copy(), wm.copy()
+    nb.dln_gd_fused(X, y, wp, wm, 20, 0.1, 2.0, 3)
+    for g in range(G):
+        a, b = wp1[:, g:g + 1].copy(), wm1[:, g:g + 1].copy()
+        nb.dln_gd_fused(X, np.ascontiguousarray(y[:, g:g + 1]), a, b, 20, 0.1, 2.0, 1)
+        np.testing.assert_allclose(wp[0, g], a[0, 0], rtol=1e-12)
+        np.testing.assert_allclose(wm[0, g], b[0, 0], rtol=1e-12)
+
+
+def test_fused_gd_seed_alone_equals_seed_in_a_run():
+    spec = models.get("dln", d=128, ratio=0.5)
+    a = hidyn.simulate(spec, t_max=2.0, n_times=4, seeds=3, backend="numba")
+    b = hidyn.simulate(spec, t_max=2.0, n_times=4, seeds=[1], backend="numba")
+    np.testing.assert_array_equal(a["train_loss"].sel(seed=1), b["train_loss"].sel(seed=1))
+
+
+def test_dln_numba_refuses_gf_and_sgd_and_auto_uses_numpy_for_them():
+    for algorithm, extra in (("gf", {}), ("sgd", {"batch_size": 8})):
+        spec = models.get("dln", d=32, algorithm=algorithm, **extra)
+        with pytest.raises(NotImplementedError, match="GD only"):
+            nb.DLNNumbaBackend(spec)
+        assert hidyn.api._backend_class(spec, "auto")[0] == "numpy"
+    assert hidyn.api._backend_class(models.get("dln", d=32), "auto")[0] == "numba"
+
+
+def test_auto_does_not_import_jax_without_a_gpu_plugin():
+    code = ("import sys, pkgutil, hidyn\n"
+            "gpu = any(m.name.startswith(('jax_cuda', 'jax_rocm')) for m in pkgutil.iter_modules())\n"
+            "sim = hidyn.simulate('two_layer', d=32, t_max=0.2, n_times=2, seeds=1)\n"
+            "print(sim.attrs['backend'], gpu, 'jax' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    backend, gpu, imported = out.stdout.split()
+    if gpu == "False":
+        assert backend == "numba" and imported == "False"
