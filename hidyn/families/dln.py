@@ -56,10 +56,37 @@ def _dmft_output(out: dict, spec: DLNSpec):
     return data, attrs
 
 
+#: the DMFT stores O(K·T²) response tangents: beyond this many steps no budget reaches the escape
+MAX_RESOLVABLE_STEPS = 2000
+
+
+def escape_time_estimate(spec: DLNSpec) -> float:
+    """Time at which small-α coordinates leave the search plateau, ≈ log(1/α)/|g| with |g| ≈ 1 for a unit
+    teacher (dln.md §3 escape time, §6); the pm clock halves it.  0 for α ≥ 1 (no plateau)."""
+    if spec.init_scale >= 1.0:
+        return 0.0
+    return float(np.log(1.0 / spec.init_scale)) / spec.clock
+
+
 def _dmft_steps(spec: DLNSpec, times) -> int:
-    n_steps = int(round(float(np.max(times)) / spec.lr))
+    t_end = float(np.max(times))
+    n_steps = int(round(t_end / spec.lr))
     if n_steps < 1:
-        raise ValueError(f"t_max = {float(np.max(times)):g} is shorter than one step lr = {spec.lr:g}")
+        raise ValueError(f"t_max = {t_end:g} is shorter than one step lr = {spec.lr:g}")
+    t_esc = escape_time_estimate(spec)
+    if t_esc / spec.lr > MAX_RESOLVABLE_STEPS:
+        raise ValueError(
+            f"init_scale={spec.init_scale:g} is so small that the escape from the search plateau takes "
+            f"t ≈ log(1/α) = {t_esc:.3g}, i.e. ≈ {t_esc / spec.lr:.0f} GD steps of lr={spec.lr:g}: the "
+            f"DMFT's O(K·T²) memory cannot reach it (at most ~{MAX_RESOLVABLE_STEPS} steps).  Use rescaled "
+            f"time τ = t/log(1/α) with method='saddle_to_saddle' on an instance (X=, y=), "
+            f"method='fixed_point' for t → ∞, or a larger init_scale")
+    if t_end < t_esc:
+        import warnings
+
+        warnings.warn(f"t_max = {t_end:g} ends before the escape from the search plateau at t ≈ log(1/α) = "
+                      f"{t_esc:.3g} (init_scale={spec.init_scale:g}): the curves will still sit on the plateau",
+                      RuntimeWarning, stacklevel=3)
     return n_steps
 
 
