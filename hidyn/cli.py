@@ -116,7 +116,7 @@ def _sweep(args) -> int:
 def _validate(args) -> int:
     from hidyn.validation.cases import run_validation
 
-    rows = run_validation(quick=args.quick, family=args.family, progress=False)
+    rows = run_validation(quick=args.quick, family=args.family, cases=args.case, progress=False)
     return 0 if all(r["passed"] for r in rows) else 1
 
 
@@ -150,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("validate", help="run the registered theory-vs-Monte-Carlo validation cases")
     p.add_argument("--quick", action="store_true", help="the quick set at the smallest d (< 2 min)")
     p.add_argument("--family", help="only this model family (dln, two_layer, single_index)")
+    p.add_argument("--case", action="append", help="only this case (repeatable; see hidyn.validation.cases)")
     p.set_defaults(func=_validate)
     p = sub.add_parser("versions", help="versions of hidyn and its dependencies")
     p.set_defaults(func=_versions)

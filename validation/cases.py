@@ -105,7 +105,8 @@ def run_case(case: Case, d: int, *, progress=False):
                          tolerance=case.tolerance, method=case.theory_method)
 
 
-def run_validation(*, quick: bool = False, family: str | None = None, progress=False, file=None) -> list[dict]:
+def run_validation(*, quick: bool = False, family: str | None = None, cases=None, progress=False,
+                   file=None) -> list[dict]:
     """Run the registered cases and print a table (``hidyn validate``).
 
     ``quick`` runs only the cases marked quick, each at its smallest d.  Returns one row per
@@ -116,7 +117,11 @@ def run_validation(*, quick: bool = False, family: str | None = None, progress=F
     import time
 
     out = file or sys.stdout
-    cases = [c for c in CASES.values() if (family is None or c.model == family) and (c.quick or not quick)]
+    if cases:
+        selected = [get_case(name) for name in cases]
+    else:
+        selected = [c for c in CASES.values() if (family is None or c.model == family) and (c.quick or not quick)]
+    cases = selected
     if family is not None and not cases:
         raise ValueError(f"no validation case for family={family!r}; families: "
                          f"{', '.join(sorted({c.model for c in CASES.values()}))}")

@@ -100,8 +100,10 @@ def test_sweep_command(tmp_path):
     assert len(list((tmp_path / "pts").glob("*.nc"))) == 4
 
 
-def test_validate_quick_dln(capsys):
-    assert main(["validate", "--quick", "--family", "dln"]) == 0
+def test_validate_table(capsys):
+    # one cheap case: the agreement tests run every registered case already
+    assert main(["validate", "--quick", "--case", "dln_population_gf"]) == 0
     out = capsys.readouterr().out
-    assert "dln_population_gf" in out and "closed_form" in out and "0 failed" in out
+    assert "dln_population_gf" in out and "closed_form" in out and "1 passed, 0 failed" in out
     assert main(["validate", "--family", "nope"]) == 2
+    assert main(["validate", "--case", "nope"]) == 2
