@@ -149,7 +149,12 @@ def finite_size_scaling(study, *, ax=None, reference_slope: float = -0.5):
         ax.plot(d, dist, "o-", color=f"C{i}", label=f"{v}: slope {slope:.2f} ± {se:.2f}")
         guide = dist[0] * (d / d[0]) ** reference_slope
         ax.plot(d, guide, ":", color=f"C{i}", lw=1)
+    import matplotlib.ticker as mticker
+
     ax.set(xscale="log", yscale="log", xlabel="dimension d", ylabel="RMS |MC − theory| (single runs)")
+    ax.set_xticks(d)
+    ax.xaxis.set_major_formatter(mticker.FuncFormatter(lambda x, _pos: f"{x:g}"))
+    ax.xaxis.set_minor_formatter(mticker.NullFormatter())
     ax.set_title(f"{study.attrs.get('model', '')}: dotted = d^{reference_slope:g}", fontsize=9)
     ax.legend(fontsize=7, frameon=False)
     return ax
