@@ -180,6 +180,8 @@ class SingleIndexSpec(ModelSpec):
     backends: ClassVar[dict[str, str]] = {
         "numpy": "hidyn.solvers.mc.single_index_numpy:SingleIndexNumpyBackend",
         "reduced": "hidyn.solvers.mc.single_index_numpy:SingleIndexReducedBackend",
+        "numba": "hidyn.solvers.mc.numba_backend:SingleIndexNumbaBackend",
+        "jax": "hidyn.solvers.mc.jax_backend:SingleIndexJaxBackend",
     }
 
     d: int = 1024

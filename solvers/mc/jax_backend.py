@@ -1,27 +1,31 @@
-"""JAX Monte-Carlo backends: DLN (GD, SGD, online SGD, gradient flow) and teacher–student online SGD.
+"""JAX Monte-Carlo backends: DLN (GD, SGD, online SGD, gradient flow), teacher–student and single-index
+online SGD.
 
-Both backends follow the contract of :mod:`hidyn.solvers.mc.driver` and share one design:
+:class:`DLNJaxBackend`, :class:`TwoLayerJaxBackend` and :class:`SingleIndexJaxBackend` follow the
+contract of :mod:`hidyn.solvers.mc.driver` and share one design:
 
 * **seeds** are a ``vmap`` axis; every seed owns a ``jax.random`` key ``fold_in(base, i)``, where ``i``
   is the seed index (the last entry of its SeedSequence's ``spawn_key``) and ``base`` is made from the
   run's entropy (:func:`seed_keys`), so seed i draws the same stream whatever other seeds run beside it;
 * **steps**: the random numbers of step t are drawn from ``fold_in(seed_key, t)`` with t the global step
   count, so a trajectory does not depend on how the driver chunks the run (save times, progress);
-* **chunks** run inside one jitted function: ``lax.scan`` over blocks of :data:`SCAN_BLOCK` steps and a
-  ``fori_loop`` over the blocks and the remainder, with the chunk length a traced argument — one
-  compilation serves every chunk length.  Builders are cached with ``functools.lru_cache`` on their
-  structural (static) arguments and hyperparameters are traced arguments, so a new backend instance,
-  a new learning rate or a new seed reuses the compiled code; :data:`TRACE_COUNTS` counts traces;
+* **chunks** run inside one jitted function: a ``fori_loop`` over blocks, each a ``lax.scan`` of
+  :data:`SCAN_BLOCK` steps (steps past the chunk's end skipped by ``lax.cond``), with the chunk length
+  a traced argument — one compilation serves every chunk length.  Builders are cached with
+  ``functools.lru_cache`` on their structural (static) arguments and hyperparameters are traced
+  arguments, so a new backend instance, a new learning rate or a new seed reuses the compiled code;
+  :data:`TRACE_COUNTS` counts traces;
 * **precision**: float64 by default, always inside ``with jax.enable_x64(True):`` (the global JAX
   configuration is never changed); float32 on request;
 * nothing leaves the device inside a jitted function (no host callbacks); ``observe`` transfers only
-  order parameters (two-layer) or β and the residual (DLN) and evaluates the observables with
-  :mod:`hidyn.observables`.
+  order parameters (two-layer: Q, R, T; single-index: m, s, q) or β and the residual (DLN) and
+  evaluates the observables with :mod:`hidyn.observables`.
 
-The initial weights of the teacher–student backend are drawn exactly as by the numpy reference (its
-per-seed numpy Generators, :func:`~hidyn.solvers.mc.two_layer_numpy.draw_weights`), so both start from
-the same overlaps; every later random number (inputs, label noise; DLN teacher, data, minibatches) comes
-from ``jax.random``.  Agreement with the numpy backends is therefore in distribution (DLN GD and GF are
+The initial weights of the teacher–student and single-index backends are drawn exactly as by the numpy
+references (their per-seed numpy Generators, :func:`~hidyn.solvers.mc.two_layer_numpy.draw_weights`,
+:func:`~hidyn.solvers.mc.single_index_numpy.draw_initial_weights`), so both start from the same
+overlaps; every later random number (inputs, label noise; DLN teacher, data, minibatches) comes from
+``jax.random``.  Agreement with the numpy backends is therefore in distribution (DLN GD and GF are
 deterministic given the data; their seeds differ from numpy's only through the data).
 
 Gradient flow (DLN, ``algorithm="gf"``) is integrated in the mirror coordinates of dln_numpy.py
@@ -48,8 +52,8 @@ from hidyn import observables
 from hidyn.models.dln import initial_pq
 from hidyn.solvers.mc.two_layer_numpy import draw_weights
 
-__all__ = ["DLNJaxBackend", "TwoLayerJaxBackend", "seed_keys", "TRACE_COUNTS", "SCAN_BLOCK",
-           "GF_MAX_STEP", "GF_STABILITY", "JAX_ACTIVATIONS"]
+__all__ = ["DLNJaxBackend", "TwoLayerJaxBackend", "SingleIndexJaxBackend", "seed_keys", "TRACE_COUNTS",
+           "SCAN_BLOCK", "GF_MAX_STEP", "GF_STABILITY", "JAX_ACTIVATIONS"]
 
 #: number of times each jitted function body was traced (a Python side effect runs only when tracing)
 TRACE_COUNTS: collections.Counter = collections.Counter()
@@ -98,17 +102,23 @@ def seed_keys(seed_sequences) -> "jax.Array":
 
 
 def _chunk_loop(step, carry, t0, n):
-    """Apply ``carry = step(carry, t)`` for t = t0 … t0 + n − 1 (n traced): scan blocks + remainder."""
-    n_blocks = n // SCAN_BLOCK
+    """Apply ``carry = step(carry, t)`` for t = t0 … t0 + n − 1, n traced.
+
+    A ``fori_loop`` over ⌈n/SCAN_BLOCK⌉ blocks, each a ``lax.scan`` of SCAN_BLOCK steps whose steps
+    past the end are skipped by ``lax.cond`` (the predicate does not depend on the seed, so it stays
+    a real branch under vmap).  The step body is traced once, whatever n.
+    """
+    t_end = t0 + n
 
     def block(b, c):
         ts = t0 + b * SCAN_BLOCK + jnp.arange(SCAN_BLOCK, dtype=jnp.int32)
-        c, _ = lax.scan(lambda cc, t: (step(cc, t), None), c, ts)
-        return c
 
-    carry = lax.fori_loop(0, n_blocks, block, carry)
-    start = t0 + n_blocks * SCAN_BLOCK
-    return lax.fori_loop(0, n - n_blocks * SCAN_BLOCK, lambda i, c: step(c, start + i), carry)
+        def body(cc, t):
+            return lax.cond(t < t_end, lambda x: step(x, t), lambda x: x, cc), None
+
+        return lax.scan(body, c, ts)[0]
+
+    return lax.fori_loop(0, (n + SCAN_BLOCK - 1) // SCAN_BLOCK, block, carry)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -571,4 +581,175 @@ class DLNJaxBackend:
         if self.continuous:
             out.update(gf_integrator="RK4 fixed step in mirror coordinates", gf_max_step=GF_MAX_STEP,
                        gf_stability=GF_STABILITY, gf_rk4_steps=int(state["rk4_steps"]))
+        return out
+
+
+# --------------------------------------------------------------------------------------------------
+# spiked single-index online SGD (single_index.md §1)
+# --------------------------------------------------------------------------------------------------
+def _horner(coefs):
+    """Polynomial Σ_k coefs[k] x^k by Horner's rule (coefficients ascending, Python floats)."""
+    def f(x):
+        acc = jnp.full_like(x, coefs[-1])
+        for c in coefs[-2::-1]:
+            acc = c + acc * x
+        return acc
+
+    return f
+
+
+def _link_key(link):
+    """Hashable description of a :class:`hidyn.hermite.Link`: its power series, or its registry name."""
+    if link.power is not None:
+        return ("poly", tuple(float(v) for v in link.power))
+    return ("name", link.activation.name)
+
+
+def _link_fns(key):
+    """(f, f′) in jax.numpy from :func:`_link_key`; KeyError for a custom callable."""
+    if key[0] == "poly":
+        power = list(key[1])
+        return _horner(power), _horner([j * power[j] for j in range(1, len(power))] or [0.0])
+    return _make_activation(key[1])
+
+
+def _single_index_keyed(spec):
+    """The structural (static) part of a single-index spec that the compiled step depends on."""
+    return (_link_key(spec.target), _link_key(spec.student), spec.loss == "square", spec.geometry,
+            spec.batch_size, spec.noise > 0)
+
+
+@functools.lru_cache(maxsize=None)
+def _single_index_advance(structure):
+    """Jitted chunk of single-index SGD for every seed: (w, hit, keys, t0, n, hyper) → (w, hit)."""
+    (target, student, square, geometry, batch, noisy) = structure
+    g, _ = _link_fns(target)
+    sig, dsig = _link_fns(student)
+
+    def one_step(w, hit, key, t, hyper):
+        kx, kn = jax.random.split(jax.random.fold_in(key, t))
+        d = w.shape[0]
+        z = jax.random.normal(kx, (batch, d), w.dtype)
+        c, sc, amp, kappa = hyper["c"], hyper["sc"], hyper["amp"], hyper["kappa"]
+        # x = z + (√(1+κ) − 1)⟨z,u⟩u with θ* = e₀, u = c e₀ + √(1−c²) e₁ (single_index_numpy.py)
+        zu = c * z[:, 0] + sc * z[:, 1]
+        x = z.at[:, 0].add(amp * c * zu).at[:, 1].add(amp * sc * zu)
+        y = g(hyper["tau"] * x[:, 0])                                # ν = ⟨θ*, x⟩ = x₀
+        if noisy:
+            y = y + hyper["noise"] * jax.random.normal(kn, (batch,), w.dtype)
+        lam = x @ w
+        F = (y - sig(lam)) * dsig(lam) if square else y * dsig(lam)
+        hb = hyper["h"] / batch
+        step = hb * (F @ x)                                          # (η/(d n_b)) Σ F_i x_i
+        if geometry == "wn_sigma":
+            # D = x − λΣw, Σw = w + κ s u
+            s_old = c * w[0] + sc * w[1]
+            fl = hb * (F @ lam)
+            step = step - fl * w
+            step = step.at[0].add(-fl * kappa * s_old * c).at[1].add(-fl * kappa * s_old * sc)
+        w = w + step
+        if geometry == "sphere":
+            w = w / jnp.sqrt(w @ w)
+        elif geometry in ("sigma_sphere", "wn_sigma"):
+            s_new = c * w[0] + sc * w[1]
+            w = w / jnp.sqrt(w @ w + kappa * s_new * s_new)
+        hit = jnp.where((hit < 0) & (jnp.abs(w[0]) >= hyper["level"]), t + 1, hit)
+        return w, hit
+
+    stepper = jax.vmap(one_step, in_axes=(0, 0, 0, None, None))
+
+    def advance(w, hit, keys, t0, n, hyper):
+        TRACE_COUNTS["single_index_advance"] += 1
+        return _chunk_loop(lambda carry, t: stepper(carry[0], carry[1], keys, t, hyper), (w, hit), t0, n)
+
+    return jax.jit(advance)
+
+
+@jax.jit
+def _single_index_overlaps(w, c, sc):
+    TRACE_COUNTS["single_index_overlaps"] += 1
+    return w[:, 0], c * w[:, 0] + sc * w[:, 1], jnp.einsum("sd,sd->s", w, w)
+
+
+def _single_index_common():
+    from hidyn.solvers.mc.single_index_numpy import _Common
+
+    return _Common
+
+
+class SingleIndexJaxBackend(_single_index_common()):
+    """Spiked single-index online SGD in JAX: vmap over seeds, ``lax.scan`` over steps.
+
+    The weights w (S, d) are updated directly (w ← w + (η/(d n_b))Σ F_i D_i, then the geometry's
+    retraction), with θ* = e₀ and u = c e₀ + √(1−c²) e₁ as in the numpy reference, whose initial
+    weights (per-seed Generators, :func:`~hidyn.solvers.mc.single_index_numpy.draw_initial_weights`)
+    it reuses; inputs and label noise come from ``jax.random`` (module docstring).  Observables and the
+    escape time t_{1/2} are those of the reference (:class:`~hidyn.solvers.mc.single_index_numpy._Common`).
+    Target link and student must be registry activations or polynomials (traced by JAX).
+    """
+
+    name = "jax"
+
+    def __init__(self, spec, precision: str = "float64"):
+        super().__init__(spec, precision)
+        reason = self.unsupported_reason(spec)
+        if reason:
+            raise NotImplementedError(reason)
+        self.precision = precision
+        self.jdtype = _dtype(precision)
+
+    @classmethod
+    def unsupported_reason(cls, spec) -> str | None:
+        """Why this backend cannot run ``spec`` (None when it can)."""
+        for field, link in (("link", spec.target), ("activation", spec.student)):
+            try:
+                _link_fns(_link_key(link))
+            except KeyError:
+                return (f"the jax backend needs a registry or polynomial {field}; {field}="
+                        f"{link.name!r} runs only with backend='numpy'")
+        return None
+
+    def memory_bytes(self, n_seeds: int) -> int:
+        item = 8 if self.precision == "float64" else 4
+        return n_seeds * item * self.spec.d * (3 + 2 * self.spec.batch_size)
+
+    def init(self, seed_sequences):
+        from hidyn.solvers.mc.single_index_numpy import child_generators, draw_initial_weights
+
+        w = np.stack([draw_initial_weights(child_generators(ss)[0], self.spec) for ss in seed_sequences])
+        with _scope(self.precision):
+            state = {"w": jnp.asarray(w.astype(np.dtype(self.precision))), "keys": seed_keys(seed_sequences),
+                     "hit_dev": jnp.full(len(seed_sequences), -1, jnp.int32), "step": 0}
+        m = w[:, 0]
+        state["hit"] = np.where(np.abs(m) >= 0.5, 0, -1).astype(np.int64)
+        with _scope(self.precision):
+            state["hit_dev"] = jnp.asarray(state["hit"], jnp.int32)
+        return state
+
+    def _hyper(self):
+        from hidyn.solvers.mc.single_index_numpy import ESCAPE_LEVEL
+
+        vals = {"c": self.c, "sc": self.sc, "amp": self.amp, "kappa": self.kappa, "tau": self.tau,
+                "noise": self.spec.noise, "h": self.h, "level": ESCAPE_LEVEL}
+        return {k: jnp.asarray(v, self.jdtype) for k, v in vals.items()}
+
+    def advance(self, state, n):
+        fn = _single_index_advance(_single_index_keyed(self.spec))
+        with _scope(self.precision):
+            w, hit = fn(state["w"], state["hit_dev"], state["keys"], jnp.int32(state["step"]), jnp.int32(n),
+                        self._hyper())
+            state.update(w=w, hit_dev=hit, step=state["step"] + int(n))
+            state["hit"] = np.asarray(hit).astype(np.int64)
+        return state
+
+    def observe(self, state):
+        with _scope(self.precision):
+            m, s, q = (np.asarray(a, dtype=np.float64) for a in
+                       _single_index_overlaps(state["w"], jnp.asarray(self.c, self.jdtype),
+                                              jnp.asarray(self.sc, self.jdtype)))
+        return self._observables(m, s, q)
+
+    def attrs(self, state):
+        out = super().attrs(state)
+        out.update(jax_version=jax.__version__, jax_device=str(jax.devices()[0].platform))
         return out

@@ -1,6 +1,6 @@
-"""numba Monte-Carlo backends: teacher–student online SGD and fused full-batch DLN GD.
+"""numba Monte-Carlo backends: teacher–student and single-index online SGD, fused full-batch DLN GD.
 
-Two backends follow the contract of :mod:`hidyn.solvers.mc.driver`:
+Three backends follow the contract of :mod:`hidyn.solvers.mc.driver`:
 
 * :class:`TwoLayerNumbaBackend` – teacher–student online SGD (teacher_student.md §1).  It inherits the
   initial condition, the input/noise streams and the observables of
@@ -12,6 +12,16 @@ Two backends follow the contract of :mod:`hidyn.solvers.mc.driver`:
   while the row is in L1, instead of the two passes Xβ then Xᵀr.  X is the largest array of the run
   and GD is bound by the memory traffic of reading it, so one pass is up to twice as fast.  The same
   kernel batches several weight vectors sharing one X (``G`` columns) into one pass.
+* :class:`SingleIndexNumbaBackend` – spiked single-index online SGD (single_index.md §1) on the numpy
+  reference's input blocks (inherited ``_new_block``), with the reference's scaled-weights step
+  w = αV, its resync schedule and escape bookkeeping in one serial kernel.  Agreement with the
+  reference is to rounding (~1e-15), the reference's ⟨V, x⟩ being a BLAS product.  The kernel is a
+  small part of a step next to drawing d normals per seed, and an OpenMP region would leave its
+  workers spinning on the core the (serial) Generator calls need: serial measured faster.
+
+Why inherit from the numpy references: the initial condition, the random streams and the observables
+are then the reference's by construction (one place to change them), and a numba run can be checked
+against a numpy run seed by seed instead of only in distribution.
 
 Order of floating-point operations (two-layer)
 ----------------------------------------------
@@ -50,8 +60,8 @@ from numba import njit, prange
 from hidyn.solvers.mc.dln_numpy import DLNNumpyBackend
 from hidyn.solvers.mc.two_layer_numpy import TwoLayerNumpyBackend
 
-__all__ = ["TwoLayerNumbaBackend", "DLNNumbaBackend", "pairwise_sum", "pairwise_dot",
-           "ACTIVATION_CODES", "activation_is_bitwise", "dln_gd_fused", "set_draw_threads"]
+__all__ = ["TwoLayerNumbaBackend", "DLNNumbaBackend", "SingleIndexNumbaBackend", "pairwise_sum",
+           "pairwise_dot", "pairwise_program", "ACTIVATION_CODES", "activation_is_bitwise", "dln_gd_fused", "set_draw_threads"]
 
 # --------------------------------------------------------------------------------------------------
 # numpy's pairwise summation, reproduced exactly
@@ -523,20 +533,41 @@ def dln_gd_fused(X, y, wp, wm, n_steps, c_lr, inv_ratio, n_chunks):
             part[:] = 0
             lo = c * rows
             hi = min(n, lo + rows)
-            r = np.empty(G, dtype=wp.dtype)
-            for mu in range(lo, hi):
-                x = X[s, mu]
+            mu = lo
+            # blocks of 4 rows: 4 residuals share each load of β, and the partial gradient is read and
+            # written once per 4 rows (it would otherwise cost twice the traffic of X itself)
+            while mu + 4 <= hi:
+                x0 = X[s, mu]
+                x1 = X[s, mu + 1]
+                x2 = X[s, mu + 2]
+                x3 = X[s, mu + 3]
                 for g in range(G):
-                    acc = -y[s, g, mu]
                     bg = beta[s, g]
+                    a0 = -y[s, g, mu]
+                    a1 = -y[s, g, mu + 1]
+                    a2 = -y[s, g, mu + 2]
+                    a3 = -y[s, g, mu + 3]
                     for i in range(d):
-                        acc += x[i] * bg[i]
-                    r[g] = acc
-                for g in range(G):
-                    rg = r[g]
+                        b = bg[i]
+                        a0 += x0[i] * b
+                        a1 += x1[i] * b
+                        a2 += x2[i] * b
+                        a3 += x3[i] * b
                     pg = part[g]
                     for i in range(d):
-                        pg[i] += rg * x[i]
+                        pg[i] += a0 * x0[i] + a1 * x1[i] + a2 * x2[i] + a3 * x3[i]
+                mu += 4
+            while mu < hi:
+                x = X[s, mu]
+                for g in range(G):
+                    bg = beta[s, g]
+                    acc = -y[s, g, mu]
+                    for i in range(d):
+                        acc += x[i] * bg[i]
+                    pg = part[g]
+                    for i in range(d):
+                        pg[i] += acc * x[i]
+                mu += 1
         for s in prange(S):
             for g in range(G):
                 for i in range(d):
@@ -610,4 +641,260 @@ class DLNNumbaBackend(DLNNumpyBackend):
         out = super().attrs(state)
         out["numba_threads"] = int(_numba_threads())
         out["gd_gradient"] = "fused one-pass X^T(X beta - y)"
+        return out
+
+
+# --------------------------------------------------------------------------------------------------
+# spiked single-index online SGD (single_index.md §1)
+# --------------------------------------------------------------------------------------------------
+@njit(cache=True, nogil=True)
+def _student(code, power, dpower, x, derivative):
+    """σ(x) or σ'(x) in float64: a registry activation (``code`` ≥ 0) or a polynomial (code −1, power
+    coefficients ascending, evaluated by Horner's rule as numpy.polynomial.polyval does)."""
+    if code >= 0:
+        return _dact(code, x) if derivative else _act(code, x)
+    p = dpower if derivative else power
+    acc = p[p.shape[0] - 1] + 0.0 * x
+    for i in range(p.shape[0] - 2, -1, -1):
+        acc = p[i] + acc * x
+    return acc
+
+
+@njit(cache=True, nogil=True, fastmath=_FAST)
+def _fast_dot(a, b):
+    """⟨a, b⟩ accumulated in float64 with SIMD reassociation (no bitwise promise, like BLAS)."""
+    acc = 0.0
+    for k in range(a.shape[0]):
+        acc += float(a[k]) * float(b[k])
+    return acc
+
+
+@njit(cache=True, nogil=True)
+def _single_index_steps(X, xx, has_xx, nu, mu, y, off, n_steps, V, alpha, m, s, q, hit, step0,
+                        code, power, dpower, square, h, wn, kappa, c, sc, geo, resync, level):
+    """Advance every seed by ``n_steps`` steps of the scaled-weights SGD of single_index_numpy.py.
+
+    Parameters
+    ----------
+    X : ndarray (S, n_block, n_b, d)
+        Spiked inputs of the current block (drawn by the reference's ``_new_block``).
+    xx, nu, mu, y : ndarray (S, n_block, n_b), float64
+        ‖x‖² (only if ``has_xx``), ν = x₀, μ = ⟨u, x⟩ and the labels of the block.
+    off : int
+        First step of the block to use.
+    V (S, d), alpha, m, s, q (S,) : the state w = αV and its tracked overlaps, updated in place.
+    hit : ndarray (S,) int64
+        First step with |m| ≥ ``level`` (−1: not yet), updated in place.
+    step0 : int
+        Global step count before the first step (resync schedule and escape bookkeeping).
+    code, power, dpower : the student σ (see :func:`_student`).
+    square : bool
+        Square loss (F = (y − σ(λ))σ'(λ)) or correlation (F = yσ'(λ)).
+    h : float
+        η/d.
+    wn : bool
+        ``wn_sigma`` geometry (D = x − λΣw).
+    kappa, c, sc : floats
+        κ and u = c e₀ + √(1−c²) e₁.
+    geo : int
+        Retraction: 0 none (plain), 1 ‖w‖ (sphere), 2 ‖w‖_Σ (sigma_sphere, wn_sigma).
+    resync : int
+        Fold α into V and re-measure (m, s, q) at every step count that is a multiple of it.
+    level : float
+        Escape level of |m| (t_{1/2}: 1/2).
+
+    Notes
+    -----
+    ⟨V, x⟩ and ‖V‖² are SIMD dot products accumulated in float64 (:func:`_fast_dot`): the reference
+    takes them with BLAS and einsum, whose order is not numpy's pairwise order either, so a pinned
+    order would buy no bitwise identity here, only a 4× slower dot at large d.
+    """
+    S, d = V.shape
+    nb = X.shape[2]
+    for i in range(S):
+        Vi = V[i]
+        lam = np.empty(nb)
+        b = np.empty(nb)
+        Y = np.empty(d, dtype=V.dtype)
+        cast = np.empty(1, dtype=V.dtype)       # rounds a float64 coefficient to the weights' dtype
+        for j in range(n_steps):
+            step = step0 + j
+            if step % resync == 0:
+                # fold α into V (no under/overflow of α) and measure (m, s, q) from the weights
+                if alpha[i] != 1.0:
+                    cast[0] = alpha[i]
+                    for k in range(d):
+                        Vi[k] *= cast[0]
+                    alpha[i] = 1.0
+                acc = _fast_dot(Vi, Vi)
+                m[i] = float(Vi[0])
+                s[i] = c * float(Vi[0]) + sc * float(Vi[1])
+                q[i] = acc
+            jj = off + j
+            bl = 0.0
+            bnu = 0.0
+            bmu = 0.0
+            for p in range(nb):
+                lp = alpha[i] * _fast_dot(Vi, X[i, jj, p])                        # λ = α⟨V, x⟩
+                lam[p] = lp
+                ds = _student(code, power, dpower, lp, True)
+                F = (y[i, jj, p] - _student(code, power, dpower, lp, False)) * ds if square \
+                    else y[i, jj, p] * ds
+                b[p] = (h / nb) * F
+                bl += b[p] * lp
+                bnu += b[p] * nu[i, jj, p]
+                bmu += b[p] * mu[i, jj, p]
+            if wn:
+                a = 1.0 - bl
+                e = -bl * kappa * s[i]
+            else:
+                a = 1.0
+                e = 0.0
+            track_q = True
+            yy = 0.0
+            if nb == 1:
+                if has_xx:
+                    yy = b[0] * b[0] * xx[i, jj, 0]
+                else:
+                    track_q = False      # plain: nothing needs q between measurements
+            else:
+                for k in range(d):
+                    accy = b[0] * float(X[i, jj, 0, k])
+                    for p in range(1, nb):
+                        accy += b[p] * float(X[i, jj, p, k])
+                    cast[0] = accy
+                    Y[k] = cast[0]
+                    yy += float(Y[k]) * float(Y[k])
+            m1 = a * m[i] + bnu + e * c
+            s1 = a * s[i] + bmu + e
+            if track_q:
+                q1 = a * a * q[i] + 2.0 * a * bl + yy + 2.0 * a * e * s[i] + 2.0 * e * bmu + e * e
+                if geo == 0:
+                    N2 = 1.0
+                elif geo == 1:
+                    N2 = q1
+                else:
+                    N2 = q1 + kappa * s1 * s1
+            else:
+                q1 = q[i]
+                N2 = 1.0
+            N = math.sqrt(N2)
+            if abs(a) >= 0.5:
+                scale = 1.0 / (alpha[i] * a)
+                if nb == 1:
+                    cast[0] = b[0] * scale
+                    coef = cast[0]
+                    for k in range(d):
+                        Vi[k] += X[i, jj, 0, k] * coef
+                else:
+                    cast[0] = scale
+                    coef = cast[0]
+                    for k in range(d):
+                        Vi[k] += coef * Y[k]
+                if wn:
+                    eu = e * scale
+                    cast[0] = eu * c
+                    Vi[0] += cast[0]
+                    cast[0] = eu * sc
+                    Vi[1] += cast[0]
+                alpha[i] *= a / N
+            else:
+                # rare huge wn_sigma step (|a| < 1/2): update the weights explicitly, no division by a
+                cast[0] = alpha[i] * a
+                fa = cast[0]
+                for k in range(d):
+                    if nb == 1:
+                        cast[0] = b[0]
+                        Vi[k] = Vi[k] * fa + cast[0] * X[i, jj, 0, k]
+                    else:
+                        Vi[k] = Vi[k] * fa + Y[k]
+                cast[0] = e * c
+                Vi[0] += cast[0]
+                cast[0] = e * sc
+                Vi[1] += cast[0]
+                alpha[i] = 1.0 / N
+            m[i] = m1 / N
+            s[i] = s1 / N
+            q[i] = q1 / N2
+            if hit[i] < 0 and abs(m[i]) >= level:
+                hit[i] = step + 1
+
+
+def _student_code(spec):
+    """(code, power, dpower) of the spec's student σ for :func:`_student`, or None if numba cannot
+    evaluate it (a custom callable)."""
+    link = spec.student
+    if link.power is not None:
+        power = np.array(link.power, dtype=np.float64)   # a writable copy: one numba signature
+        dpower = np.polynomial.polynomial.polyder(power) if power.size > 1 else np.zeros(1)
+        return -1, power, np.asarray(dpower, dtype=np.float64)
+    name = link.activation.name
+    if name in ACTIVATION_CODES:
+        return ACTIVATION_CODES[name], np.zeros(1), np.zeros(1)
+    return None
+
+
+def _single_index_base():
+    from hidyn.solvers.mc.single_index_numpy import SingleIndexNumpyBackend
+
+    return SingleIndexNumpyBackend
+
+
+class SingleIndexNumbaBackend(_single_index_base()):
+    """Spiked single-index online SGD in numba, on the numpy reference's random streams.
+
+    Inherits initial weights, input blocks (spike, ν, μ, labels, ‖x‖²), resync schedule, observables and
+    escape bookkeeping from :class:`~hidyn.solvers.mc.single_index_numpy.SingleIndexNumpyBackend`; the
+    sequential scaled-weights step (w = αV, note §1–§2) runs in :func:`_single_index_steps`.  The target link may be anything the reference accepts (labels are made in numpy); the
+    student σ must be a registry activation or a polynomial.
+
+    Agreement with the reference is to rounding, not bitwise: the reference takes ⟨V, x⟩ with BLAS
+    (``matmul``) and measures q with ``einsum``, whose summation orders are their own; this backend
+    uses SIMD float64 dot products for both.  A ``wn_sigma`` step with
+    |1 − Σbλ| < 1/2 takes the explicit update for that seed only (the reference switches every seed).
+    """
+
+    name = "numba"
+
+    def __init__(self, spec, precision: str = "float64"):
+        super().__init__(spec, precision)
+        reason = self.unsupported_reason(spec)
+        if reason:
+            raise NotImplementedError(reason)
+        self.code, self.power, self.dpower = _student_code(spec)
+
+    @classmethod
+    def unsupported_reason(cls, spec) -> str | None:
+        """Why this backend cannot run ``spec`` (None when it can)."""
+        if _student_code(spec) is None:
+            return (f"the numba backend needs a registry or polynomial student activation; "
+                    f"activation={spec.student.name!r} runs only with backend='numpy'")
+        return None
+
+    def advance(self, state, n):
+        from hidyn.solvers.mc.single_index_numpy import ESCAPE_LEVEL
+
+        spec = self.spec
+        geo = {"plain": 0, "sphere": 1}.get(spec.geometry, 2)
+        done = 0
+        while done < n:
+            if state["block"] is None or state["used"] == state["B"]:
+                self._new_block(state)
+            take = min(n - done, state["B"] - state["used"])
+            blk = state["block"]
+            has_xx = "xx" in blk
+            xx = blk["xx"] if has_xx else blk["nu"]
+            _single_index_steps(blk["X"], xx, has_xx, blk["nu"], blk["mu"], blk["y"], state["used"], take,
+                                state["V"], state["alpha"], state["m"], state["s"], state["q"],
+                                state["hit"], state["step"], self.code, self.power, self.dpower,
+                                self.square, self.h, self.wn, self.kappa, self.c, self.sc, geo,
+                                self.resync_steps, ESCAPE_LEVEL)
+            state["used"] += take
+            state["step"] += take
+            done += take
+        return state
+
+    def attrs(self, state):
+        out = super().attrs(state)
+        out["numba_threads"] = int(_numba_threads())
         return out

@@ -113,16 +113,16 @@ def test_seed_alone_equals_seed_in_a_run_and_threads_do_not_matter():
     _, many = _run(nb.TwoLayerNumbaBackend, spec, (300,), seeds=(0, 1, 2))
     _, one = _run(nb.TwoLayerNumbaBackend, spec, (300,), seeds=(2,))
     np.testing.assert_array_equal(many["W"][2], one["W"][0])
-    threads = nb._numba_threads()
-    try:
-        import numba
+    import numba
 
+    threads, draw_threads = nb._numba_threads(), nb._DRAW_THREADS
+    try:
         numba.set_num_threads(1)
         nb.set_draw_threads(1)
         _, serial = _run(nb.TwoLayerNumbaBackend, spec, (300,), seeds=(0, 1, 2))
     finally:
         numba.set_num_threads(threads)
-        nb.set_draw_threads(8)
+        nb.set_draw_threads(draw_threads)
     np.testing.assert_array_equal(serial["W"], many["W"])
 
 
@@ -222,3 +222,44 @@ def test_auto_does_not_import_jax_without_a_gpu_plugin():
     backend, gpu, imported = out.stdout.split()
     if gpu == "False":
         assert backend == "numba" and imported == "False"
+
+
+# ---------------------------------------------------------------------------------------------------
+# single-index: the scaled-weights SGD of single_index_numpy.py
+# ---------------------------------------------------------------------------------------------------
+SI_CASES = [
+    dict(geometry="sphere", spike=5.0, spike_angle=0.7, m0=0.2, lr=0.3),
+    dict(geometry="plain", lr=0.05, m0=0.3, noise=0.2),
+    dict(geometry="sigma_sphere", spike=2.0, spike_angle=0.3, loss="square", link="he3",
+         activation=[0.0, 1.0, 0.5], m0=0.3, batch_size=3),
+    dict(geometry="wn_sigma", spike=3.0, spike_angle=0.5, m0=0.2, lr=0.5, noise=0.1),
+]
+
+
+@pytest.mark.parametrize("params", SI_CASES, ids=[c["geometry"] for c in SI_CASES])
+def test_single_index_equals_numpy_to_rounding_on_the_same_stream(params):
+    from hidyn.solvers.mc.single_index_numpy import SingleIndexNumpyBackend
+
+    spec = models.get("single_index", d=300, **params)
+    runs = []
+    for cls in (SingleIndexNumpyBackend, nb.SingleIndexNumbaBackend):
+        be, state = _run(cls, spec, (1, 70, 300, 5, 700), seeds=(0, 4, 7))
+        runs.append((be.observe(state), be.attrs(state)))
+    (a, aa), (b, ba) = runs
+    for key in ("m", "m_spike", "q"):
+        np.testing.assert_allclose(b[key], a[key], rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(ba["t_half"], aa["t_half"])
+
+
+def test_single_index_agrees_with_theory_and_auto_picks_numba():
+    sim = hidyn.simulate("single_index", d=256, seeds=16, link="he2", activation="he2", geometry="sphere",
+                         spike=5.0, spike_angle=0.7, lr=0.1, m0=0.2, t_max=8.0, n_times=10)
+    assert sim.attrs["backend"] == "numba"
+    hidyn.compare(sim).assert_ok()
+
+
+def test_single_index_custom_student_is_refused():
+    spec = models.get("single_index", d=16, link="he2", activation=(np.tanh, lambda x: 1 - np.tanh(x) ** 2))
+    with pytest.raises(NotImplementedError, match="student activation"):
+        nb.SingleIndexNumbaBackend(spec)
+    assert hidyn.api._backend_class(spec, "auto")[0] == "numpy"
