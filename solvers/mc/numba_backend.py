@@ -435,6 +435,14 @@ class TwoLayerNumbaBackend(TwoLayerNumpyBackend):
             state["buffers"][nxt] = np.empty((len(state["rngs"]), self.block, s.batch_size, s.d),
                                              dtype=self.dtype)
         _fill(state["rngs"], state["buffers"][nxt], self.dtype, _DRAW_THREADS)
+        # then each seed's block of label noise, exactly as the reference's _draw_block
+        if s.noise == 0:
+            noise = np.zeros((len(state["rngs"]), self.block, s.batch_size), dtype=self.dtype)
+        else:
+            noise = np.stack([r.standard_normal((self.block, s.batch_size), dtype=self.dtype)
+                              for r in state["rngs"]]) * s.noise
+        state.setdefault("noise_buffers", [None, None])[nxt] = noise
+        state["noise_buffer"] = noise
         state["current"] = nxt
         state["buffer"] = state["buffers"][nxt]
         state["used"] = 0
@@ -450,24 +458,20 @@ class TwoLayerNumbaBackend(TwoLayerNumpyBackend):
         done = 0
         while done < n:
             nb = min(n - done, self.block)
-            # the reference's order per sub-chunk: its inputs (drawing a block when the buffer runs
-            # out), then the chunk's noise
+            # the reference's order: blocks of inputs, each followed by its block of label noise
             segments = []
             rem = nb
             while rem > 0:
                 if state["buffer"] is None or state["used"] == self.block:
                     self._next_block(state)
                 take = min(rem, self.block - state["used"])
-                segments.append((state["buffer"], state["used"], take))
+                segments.append((state["buffer"], state["noise_buffer"], state["used"], take))
                 state["used"] += take
                 rem -= take
-            zeta = self._noise(state, nb)
-            z_off = 0
-            for buf, off, take in segments:
-                _two_layer_steps(buf, off, zeta, z_off, take, state["W"], state["B"], state["v"],
+            for buf, noise, off, take in segments:
+                _two_layer_steps(buf, off, noise, off, take, state["W"], state["B"], state["v"],
                                  state["A"], self.code, inv, c_w, c_v, bool(s.train_second_layer),
                                  *self.programs, self.stack_size)
-                z_off += take
             done += nb
         return state
 

@@ -74,29 +74,41 @@ class TwoLayerNumpyBackend:
                 "v": np.tile(np.asarray(self.spec.v0, dtype=self.dtype), (S, 1)),
                 "A": np.asarray(self.spec.A, dtype=self.dtype), "buffer": None, "used": 0}
 
-    def _inputs(self, state, nb):
-        """Next ``nb`` steps' inputs, shape (S, nb, batch, d), from per-seed blocks."""
+    def _draw_block(self, state):
+        """Next block of every seed: its ``block`` inputs, then (σ > 0) its ``block`` label noises.
+
+        Inputs and noise come in blocks of fixed size from each seed's own Generator, so a seed's
+        stream — and its trajectory — does not depend on the save times or on the other seeds.
+        """
         s = self.spec
-        out = []
+        state["buffer"] = np.stack([r.standard_normal((self.block, s.batch_size, s.d), dtype=self.dtype)
+                                    for r in state["rngs"]])
+        if s.noise == 0:
+            state["noise_buffer"] = np.zeros((len(state["rngs"]), self.block, s.batch_size), dtype=self.dtype)
+        else:
+            state["noise_buffer"] = np.stack([r.standard_normal((self.block, s.batch_size), dtype=self.dtype)
+                                              for r in state["rngs"]]) * s.noise
+        state["used"] = 0
+
+    def _inputs(self, state, nb):
+        """Next ``nb`` steps' inputs (S, nb, batch, d) and scaled label noise σζ (S, nb, batch)."""
+        xs, zs = [], []
         while nb > 0:
             if state["buffer"] is None or state["used"] == state["buffer"].shape[1]:
-                state["buffer"] = np.stack([r.standard_normal((self.block, s.batch_size, s.d), dtype=self.dtype)
-                                            for r in state["rngs"]])
-                state["used"] = 0
+                self._draw_block(state)
             take = min(nb, state["buffer"].shape[1] - state["used"])
-            out.append(state["buffer"][:, state["used"]:state["used"] + take])
+            xs.append(state["buffer"][:, state["used"]:state["used"] + take])
+            zs.append(state["noise_buffer"][:, state["used"]:state["used"] + take])
             state["used"] += take
             nb -= take
-        return out[0] if len(out) == 1 else np.concatenate(out, axis=1)
-
-    def _noise(self, state, n):
-        S = len(state["rngs"])
-        if self.spec.noise == 0:
-            return np.zeros((S, n, self.spec.batch_size), dtype=self.dtype)
-        return np.stack([r.standard_normal((n, self.spec.batch_size), dtype=self.dtype)
-                         for r in state["rngs"]]) * self.spec.noise
+        if len(xs) == 1:
+            return xs[0], zs[0]
+        return np.concatenate(xs, axis=1), np.concatenate(zs, axis=1)
 
     def advance(self, state, n):
+        # Every contraction is an ``np.sum`` of products (pairwise summation over d, K, M; sequential
+        # over the minibatch) rather than einsum, whose SIMD kernels leave the order of additions open:
+        # this pins the floating-point order, so the numba backend reproduces it bit for bit.
         s = self.spec
         g, dg = self.act.g, self.act.dg
         inv_sqrt_d = 1.0 / math.sqrt(s.d)
@@ -104,20 +116,18 @@ class TwoLayerNumpyBackend:
         done = 0
         while done < n:
             nb = min(n - done, self.block)
-            X = self._inputs(state, nb)            # (S, nb, batch, d)
-            zeta = self._noise(state, nb)          # (S, nb, batch)
-            # teacher fields for the whole block at once (the teacher is fixed)
-            nu = np.einsum("sbpd,smd->sbpm", X, B) * inv_sqrt_d
-            y = g(nu) @ A + zeta                   # (S, nb, batch)
+            X, zeta = self._inputs(state, nb)      # (S, nb, batch, d), (S, nb, batch)
             for j in range(nb):
-                x = X[:, j]                        # (S, batch, d)
-                lam = np.einsum("spd,skd->spk", x, W) * inv_sqrt_d
+                x = X[:, j]                                                           # (S, batch, d)
+                nu = np.sum(x[:, :, None, :] * B[:, None], axis=-1) * inv_sqrt_d      # (S, batch, M)
+                lam = np.sum(x[:, :, None, :] * W[:, None], axis=-1) * inv_sqrt_d     # (S, batch, K)
+                y = np.sum(g(nu) * A, axis=-1) + zeta[:, j]
                 gl = g(lam)
-                delta = y[:, j] - np.einsum("spk,sk->sp", gl, v)
-                coef = (dg(lam) * delta[..., None]) * v[:, None, :]        # (S, batch, K)
-                W += (s.lr * inv_sqrt_d / s.batch_size) * np.einsum("spk,spd->skd", coef, x)
+                delta = y - np.sum(gl * v[:, None, :], axis=-1)
+                coef = (dg(lam) * delta[..., None]) * v[:, None, :]                   # (S, batch, K)
+                W += (s.lr * inv_sqrt_d / s.batch_size) * np.sum(coef[..., None] * x[:, :, None, :], axis=1)
                 if s.train_second_layer:
-                    v += (s.lr_second / (s.d * s.batch_size)) * np.einsum("spk,sp->sk", gl, delta)
+                    v += (s.lr_second / (s.d * s.batch_size)) * np.sum(gl * delta[..., None], axis=1)
             done += nb
         return state
 
