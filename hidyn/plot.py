@@ -91,7 +91,10 @@ def learning_curves(ds, theory=None, *, variables=("train_loss", "test_loss"), a
     tvar = ds["time"]
     ax.set_xlabel(f"time t [{tvar.attrs.get('units', '')}]" if tvar.attrs.get("units") else "time t")
     first = ds[variables[0]] if variables[0] in ds else theory[variables[0]]
-    ax.set_ylabel(_label(first) if len(variables) == 1 else "loss")
+    if len(variables) == 1:
+        ax.set_ylabel(variables[0] if short_labels else _label(first))
+    else:
+        ax.set_ylabel("loss")
     ax.legend(fontsize=7, frameon=False)
     return ax
 
