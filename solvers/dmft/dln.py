@@ -715,13 +715,7 @@ def solve(*, ratio: float, sparsity: float, teacher: str = "rademacher", noise: 
     for key, val in sems.items():
         out[f"{key}_sem"] = val
 
-    if kmax < n:  # NaN from the first non-finite step on
-        for key in _SCALARS:
-            out[key][kmax:] = np.nan
-            out[f"{key}_sem"][kmax:] = np.nan
-        for key in ("C_delta", "R_beta", "M", "C_r", "C_delta_sem", "R_beta_sem"):
-            out[key][kmax:, :] = np.nan
-            out[key][:, kmax:] = np.nan
+    mask_after_divergence(out, kmax)
 
     out["info"] = {
         "method": "dmft_one_pass",
@@ -764,6 +758,22 @@ def richardson(f_eta, f_eta_half):
     if f_half.shape != f_eta.shape:
         raise ValueError(f"shapes {f_eta.shape} and {f_eta_half.shape} are not on a common grid")
     return 2.0 * f_half - f_eta
+
+
+def mask_after_divergence(out: dict, kmax: int) -> None:
+    """Set every curve and kernel entry from step ``kmax`` (the first non-finite one) on to NaN, in place.
+
+    Shared by the numpy and JAX engines; ``kmax`` equal to the grid length means no divergence.
+    """
+    n = out["train_loss"].shape[0]
+    if kmax >= n:
+        return
+    for key in _SCALARS:
+        out[key][kmax:] = np.nan
+        out[f"{key}_sem"][kmax:] = np.nan
+    for key in ("C_delta", "R_beta", "M", "C_r", "C_delta_sem", "R_beta_sem"):
+        out[key][kmax:, :] = np.nan
+        out[key][:, kmax:] = np.nan
 
 
 def solve_gradient_flow(*, lr: float, n_steps: int, seed=0, **kwargs) -> dict:

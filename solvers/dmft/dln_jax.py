@@ -445,13 +445,7 @@ def solve(*, ratio: float, sparsity: float, teacher: str = "rademacher", noise: 
             kmax = min(kmax, rep["diverged_at"])
     for key, val in sems.items():
         out[f"{key}_sem"] = val
-    if kmax < n:  # NaN from the first non-finite step on, as the reference
-        for key in _ref._SCALARS:
-            out[key][kmax:] = np.nan
-            out[f"{key}_sem"][kmax:] = np.nan
-        for key in ("C_delta", "R_beta", "M", "C_r", "C_delta_sem", "R_beta_sem"):
-            out[key][kmax:, :] = np.nan
-            out[key][:, kmax:] = np.nan
+    _ref.mask_after_divergence(out, kmax)  # NaN from the first non-finite step on, as the reference
 
     out["info"] = {
         "method": "dmft_one_pass",
