@@ -717,18 +717,13 @@ def solve(*, ratio: float, sparsity: float, teacher: str = "rademacher", noise: 
 
     mask_after_divergence(out, kmax)
 
-    out["info"] = {
-        "method": "dmft_one_pass",
-        "algorithm": "gd",
-        "ratio": float(ratio), "sparsity": float(sparsity), "teacher": teacher, "noise": float(noise),
-        "init_scale": float(init_scale), "init": init, "parametrization": parametrization,
-        "lr": float(lr), "n_steps": T, "n_samples": K, "n_batches": nb,
-        "seed": str(ss.entropy), "tangent_dtype": tangent_dtype, "pivot_rtol": float(pivot_rtol),
-        "n_pivots_kept": int(main["ranks"][0]), "memory_estimate_bytes": mem_est,
-        "memory_budget_gb": float(memory_budget_gb), "gd_stability_bound": float(eta_max),
-        "error_method": error_method, "diverged_at_step": int(-1 if kmax == n else kmax),
-        "wall_time_s": float(_time.perf_counter() - t_start),
-    }
+    out["info"] = solve_info(
+        ratio=ratio, sparsity=sparsity, teacher=teacher, noise=noise, init_scale=init_scale, init=init,
+        parametrization=parametrization, lr=lr, n_steps=T, n_samples=K, n_batches=nb, seed=ss.entropy,
+        tangent_dtype=tangent_dtype, pivot_rtol=pivot_rtol, n_pivots_kept=main["ranks"][0],
+        memory_estimate_bytes=mem_est, memory_budget_gb=memory_budget_gb, gd_stability_bound=eta_max,
+        error_method=error_method, diverged_at_step=-1 if kmax == n else kmax,
+        wall_time_s=_time.perf_counter() - t_start)
     return out
 
 
@@ -758,6 +753,23 @@ def richardson(f_eta, f_eta_half):
     if f_half.shape != f_eta.shape:
         raise ValueError(f"shapes {f_eta.shape} and {f_eta_half.shape} are not on a common grid")
     return 2.0 * f_half - f_eta
+
+
+def solve_info(*, ratio, sparsity, teacher, noise, init_scale, init, parametrization, lr, n_steps, n_samples,
+               n_batches, seed, tangent_dtype, pivot_rtol, n_pivots_kept, memory_estimate_bytes,
+               memory_budget_gb, gd_stability_bound, error_method, diverged_at_step, wall_time_s) -> dict:
+    """The netCDF-safe ``info`` dict of a DMFT solve (shared by the numpy and JAX engines)."""
+    return {
+        "method": "dmft_one_pass", "algorithm": "gd",
+        "ratio": float(ratio), "sparsity": float(sparsity), "teacher": teacher, "noise": float(noise),
+        "init_scale": float(init_scale), "init": init, "parametrization": parametrization,
+        "lr": float(lr), "n_steps": int(n_steps), "n_samples": int(n_samples), "n_batches": int(n_batches),
+        "seed": str(seed), "tangent_dtype": tangent_dtype, "pivot_rtol": float(pivot_rtol),
+        "n_pivots_kept": int(n_pivots_kept), "memory_estimate_bytes": memory_estimate_bytes,
+        "memory_budget_gb": float(memory_budget_gb), "gd_stability_bound": float(gd_stability_bound),
+        "error_method": error_method, "diverged_at_step": int(diverged_at_step),
+        "wall_time_s": float(wall_time_s),
+    }
 
 
 def mask_after_divergence(out: dict, kmax: int) -> None:

@@ -447,19 +447,14 @@ def solve(*, ratio: float, sparsity: float, teacher: str = "rademacher", noise: 
         out[f"{key}_sem"] = val
     _ref.mask_after_divergence(out, kmax)  # NaN from the first non-finite step on, as the reference
 
-    out["info"] = {
-        "method": "dmft_one_pass",
-        "algorithm": "gd",
-        "ratio": float(ratio), "sparsity": float(sparsity), "teacher": teacher, "noise": float(noise),
-        "init_scale": float(init_scale), "init": init, "parametrization": parametrization,
-        "lr": float(lr), "n_steps": T, "n_samples": K, "n_batches": nb,
-        "seed": str(ss.entropy), "tangent_dtype": tangent_dtype, "pivot_rtol": float(pivot_rtol),
-        "n_pivots_kept": int(main["ranks"][0]), "memory_estimate_bytes": mem_est,
-        "memory_budget_gb": float(memory_budget_gb), "gd_stability_bound": float(eta_max),
-        "error_method": error_method, "diverged_at_step": int(-1 if kmax == n else kmax),
-        "wall_time_s": float(_time.perf_counter() - t_start),
-        "engine": "jax", "device": str(dev), "jax_version": jax.__version__, "block": int(block),
-    }
+    out["info"] = _ref.solve_info(
+        ratio=ratio, sparsity=sparsity, teacher=teacher, noise=noise, init_scale=init_scale, init=init,
+        parametrization=parametrization, lr=lr, n_steps=T, n_samples=K, n_batches=nb, seed=ss.entropy,
+        tangent_dtype=tangent_dtype, pivot_rtol=pivot_rtol, n_pivots_kept=main["ranks"][0],
+        memory_estimate_bytes=mem_est, memory_budget_gb=memory_budget_gb, gd_stability_bound=eta_max,
+        error_method=error_method, diverged_at_step=-1 if kmax == n else kmax,
+        wall_time_s=_time.perf_counter() - t_start)
+    out["info"].update(engine="jax", device=str(dev), jax_version=jax.__version__, block=int(block))
     return out
 
 
