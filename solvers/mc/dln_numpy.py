@@ -26,7 +26,8 @@ from scipy.integrate import solve_ivp
 from hidyn.models.dln import DLNSpec, initial_pq
 from hidyn.observables import dln_observables, dln_train_loss
 
-__all__ = ["DLNNumpyBackend", "draw_teacher", "GF_RTOL", "GF_ATOL"]
+__all__ = ["DLNNumpyBackend", "draw_teacher", "draw_minibatch_rows", "minibatch_gradient", "online_gradient",
+           "GF_RTOL", "GF_ATOL"]
 
 GF_RTOL = 1e-8
 GF_ATOL = 1e-10
@@ -47,6 +48,57 @@ def draw_teacher(rng: np.random.Generator, d: int, sparsity: float, teacher: str
     out = np.zeros(d)
     out[support] = vals
     return out
+
+def draw_minibatch_rows(rng: np.random.Generator, n: int, batch: int, steps: int) -> np.ndarray:
+    """Row indices of ``steps`` SGD steps, shape (steps, batch): B distinct rows of n per step.
+
+    One ``Generator.choice`` per step, so drawing k steps at once consumes the stream exactly as k
+    single steps do (the numba backend draws a chunk ahead; the reference draws step by step).
+    """
+    out = np.empty((steps, batch), dtype=np.int64)
+    for k in range(steps):
+        out[k] = rng.choice(n, size=batch, replace=False)
+    return out
+
+
+def minibatch_gradient(Xb: np.ndarray, yb: np.ndarray, beta: np.ndarray, d: int) -> np.ndarray:
+    """g = (d/B)·X_Bᵀ(X_Bβ − y_B) for one seed; Xb (B, d), yb (B,), beta (d,) → (d,).
+
+    The floating-point order is pinned (pairwise ``np.sum`` over d for each residual, sequential sum
+    over the B rows) so that the numba backend reproduces it bit for bit.
+    """
+    rb = np.sum(Xb * beta, axis=-1) - yb
+    return (d / Xb.shape[0]) * np.sum(rb[:, None] * Xb, axis=0)
+
+
+def online_gradient(delta: np.ndarray, draws: np.ndarray, batch: int, noise: float) -> np.ndarray:
+    """Exact-in-law online-SGD gradient (module docstring) of one seed, shape (d,).
+
+    Parameters
+    ----------
+    delta : ndarray (d,)
+        β − β*.
+    draws : ndarray (2B + d,), float64
+        Standard normals of one step, in the order [a (B), label noise ξ (B), z (d)].
+    batch : int
+        B, fresh rows per step.
+    noise : float
+        Label-noise standard deviation σ.
+
+    With e = δ/‖δ‖ the update of the module docstring, e(r·a)/‖δ‖ + (‖r‖/√d)(z − (z·e)e), is
+    evaluated as c_z·z + κδ with c_z = ‖r‖/√d and κ = (r·a − c_z(z·δ))/‖δ‖²: the same vector with no
+    per-coordinate division and one pass fewer.  Every reduction is a pairwise ``np.sum`` (the order
+    the numba backend reproduces bit for bit).
+    """
+    d = delta.shape[-1]
+    B = batch
+    norm2 = np.sum(delta * delta)
+    a = draws[:B] * (np.sqrt(norm2) / math.sqrt(d))
+    r = a - noise * draws[B:2 * B]
+    z = draws[2 * B:]
+    c_z = np.sqrt(np.sum(r * r)) / math.sqrt(d)
+    kappa = (np.sum(r * a) - c_z * np.sum(z * delta)) / norm2 if norm2 > 0 else 0.0
+    return (d / B) * (c_z * z + kappa * delta)
 
 
 class DLNNumpyBackend:
@@ -150,13 +202,10 @@ class DLNNumpyBackend:
 
     def _minibatch_gradient(self, state, beta):
         s = self.spec
-        B = s.batch
         g = np.empty_like(beta)
         for i, rng in enumerate(state["rngs"]):
-            rows = rng.choice(s.n, size=B, replace=False)
-            Xb = state["X"][i, rows]
-            rb = Xb @ beta[i] - state["y"][i, rows]
-            g[i] = (s.d / B) * (rb @ Xb)
+            rows = draw_minibatch_rows(rng, s.n, s.batch, 1)[0]
+            g[i] = minibatch_gradient(state["X"][i, rows], state["y"][i, rows], beta[i], s.d)
         return g
 
     def _online_gradient(self, state, beta):
@@ -165,18 +214,13 @@ class DLNNumpyBackend:
         delta = beta - state["beta_star"]
         g = np.empty_like(beta)
         for i, rng in enumerate(state["rngs"]):
-            norm = float(np.sqrt(delta[i] @ delta[i]))
-            a = rng.standard_normal(B) * (norm / math.sqrt(d))
-            r = a - s.noise * rng.standard_normal(B)
-            z = rng.standard_normal(d).astype(beta.dtype, copy=False)
-            if norm > 0:
-                e = delta[i] / norm
-                z = z - (z @ e) * e
-                xr = e * ((r @ a) / norm)
-            else:
-                xr = 0.0
-            g[i] = (d / B) * (xr + (np.sqrt(r @ r) / math.sqrt(d)) * z)
+            g[i] = online_gradient(delta[i], rng.standard_normal(2 * B + d), B, s.noise)
         return g
+
+    def _data_gradient(self, state, beta):
+        """g = Xᵀ(Xβ − y)/δ for every seed at once (the gradient-flow right-hand side)."""
+        r = np.matmul(state["X"], beta[..., None].astype(self.dtype))[..., 0] - state["y"]
+        return np.matmul(r[:, None, :], state["X"])[:, 0, :] / self.spec.ratio
 
     def _flow(self, state, duration):
         s = self.spec
@@ -188,11 +232,7 @@ class DLNNumpyBackend:
         def rhs(_t, flat):
             sv = np.clip(c * flat.reshape(shape), -_EXP_CLIP / 2, _EXP_CLIP / 2)
             beta = p0 * np.exp(2 * sv) - q0 * np.exp(-2 * sv)
-            if s.ratio is None:
-                g = beta - state["beta_star"]
-            else:
-                r = np.matmul(state["X"], beta[..., None].astype(self.dtype))[..., 0] - state["y"]
-                g = np.matmul(r[:, None, :], state["X"])[:, 0, :] / s.ratio
+            g = beta - state["beta_star"] if s.ratio is None else self._data_gradient(state, beta)
             return -np.asarray(g, dtype=np.float64).ravel()
 
         sol = solve_ivp(rhs, (state["t"], state["t"] + duration), state["s"].ravel(), method="DOP853",

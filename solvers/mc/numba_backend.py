@@ -1,4 +1,4 @@
-"""numba Monte-Carlo backends: teacher–student and single-index online SGD, fused full-batch DLN GD.
+"""numba Monte-Carlo backends: teacher–student, single-index and DLN (every algorithm).
 
 Three backends follow the contract of :mod:`hidyn.solvers.mc.driver`:
 
@@ -7,11 +7,13 @@ Three backends follow the contract of :mod:`hidyn.solvers.mc.driver`:
   :class:`~hidyn.solvers.mc.two_layer_numpy.TwoLayerNumpyBackend`: every seed draws its inputs from its
   own numpy Generator in blocks of ``block`` = 256 steps and its label noise after them, in exactly the
   reference's order, and only the sequential SGD map runs in numba (``prange`` over seeds).
-* :class:`DLNNumbaBackend` – full-batch gradient descent of diagonal linear networks (dln.md §2.2) with
-  a *fused* gradient: each row x_μ of X is read once per step, r_μ = x_μ·β − y_μ and g += r_μ x_μ
-  while the row is in L1, instead of the two passes Xβ then Xᵀr.  X is the largest array of the run
-  and GD is bound by the memory traffic of reading it, so one pass is up to twice as fast.  The same
-  kernel batches several weight vectors sharing one X (``G`` columns) into one pass.
+* :class:`DLNNumbaBackend` – diagonal linear networks (dln.md §2.2).  Full-batch GD (and the gradient
+  of gradient flow) use a *fused* gradient: each row x_μ of X is read once per step, r_μ = x_μ·β − y_μ
+  and g += r_μ x_μ while the row is in L1, instead of the two passes Xβ then Xᵀr.  X is the largest
+  array of the run and GD is bound by the memory traffic of reading it, so one pass is up to twice as
+  fast; the same kernel batches several weight vectors sharing one X (``G`` columns) into one pass.
+  Online and minibatch SGD run one seed per thread: the thread draws a chunk of its seed's stream and
+  a serial kernel steps through it in the reference's order (bitwise equal in float64).
 * :class:`SingleIndexNumbaBackend` – spiked single-index online SGD (single_index.md §1) on the numpy
   reference's input blocks (inherited ``_new_block``), with the reference's scaled-weights step
   w = αV, its resync schedule and escape bookkeeping in one serial kernel.  Agreement with the
@@ -57,11 +59,12 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from numba import njit, prange
 
-from hidyn.solvers.mc.dln_numpy import DLNNumpyBackend
+from hidyn.solvers.mc.dln_numpy import DLNNumpyBackend, draw_minibatch_rows
 from hidyn.solvers.mc.two_layer_numpy import TwoLayerNumpyBackend
 
 __all__ = ["TwoLayerNumbaBackend", "DLNNumbaBackend", "SingleIndexNumbaBackend", "pairwise_sum",
-           "pairwise_dot", "pairwise_program", "ACTIVATION_CODES", "activation_is_bitwise", "dln_gd_fused", "set_draw_threads"]
+           "pairwise_dot", "pairwise_program", "ACTIVATION_CODES", "activation_is_bitwise", "dln_gd_fused", "dln_fused_gradient",
+           "set_draw_threads"]
 
 # --------------------------------------------------------------------------------------------------
 # numpy's pairwise summation, reproduced exactly
@@ -492,6 +495,65 @@ def _numba_threads() -> int:
 _FAST = {"reassoc", "contract", "nsz"}
 
 
+@njit(cache=True, fastmath=_FAST, nogil=True)
+def _fused_rows(X, y, beta, part, lo, hi):
+    """part[g] += Σ_{lo ≤ μ < hi} (x_μ·β_g − y_{g,μ}) x_μ for every column g, reading each row once.
+
+    X (n, d), y (G, n), beta (G, d), part (G, d).  Rows go in blocks of 4: 4 residuals share each load
+    of β, and the partial gradient is read and written once per 4 rows (it would otherwise cost twice
+    the traffic of X itself).
+    """
+    G, d = beta.shape
+    mu = lo
+    while mu + 4 <= hi:
+        x0 = X[mu]
+        x1 = X[mu + 1]
+        x2 = X[mu + 2]
+        x3 = X[mu + 3]
+        for g in range(G):
+            bg = beta[g]
+            a0 = -y[g, mu]
+            a1 = -y[g, mu + 1]
+            a2 = -y[g, mu + 2]
+            a3 = -y[g, mu + 3]
+            for i in range(d):
+                b = bg[i]
+                a0 += x0[i] * b
+                a1 += x1[i] * b
+                a2 += x2[i] * b
+                a3 += x3[i] * b
+            pg = part[g]
+            for i in range(d):
+                pg[i] += a0 * x0[i] + a1 * x1[i] + a2 * x2[i] + a3 * x3[i]
+        mu += 4
+    while mu < hi:
+        x = X[mu]
+        for g in range(G):
+            bg = beta[g]
+            acc = -y[g, mu]
+            for i in range(d):
+                acc += x[i] * bg[i]
+            pg = part[g]
+            for i in range(d):
+                pg[i] += acc * x[i]
+        mu += 1
+
+
+@njit(cache=True, parallel=True, fastmath=_FAST, nogil=True)
+def _fused_partials(X, y, beta, partial):
+    """partial[s, c] ← chunk c's share of Xᵀ(Xβ − y) for design s (one job per (s, c), in parallel)."""
+    S, n, _ = X.shape
+    n_chunks = partial.shape[1]
+    rows = (n + n_chunks - 1) // n_chunks
+    for job in prange(S * n_chunks):
+        s = job // n_chunks
+        c = job % n_chunks
+        part = partial[s, c]
+        part[:] = 0
+        lo = c * rows
+        _fused_rows(X[s], y[s], beta[s], part, lo, min(n, lo + rows))
+
+
 @njit(cache=True, parallel=True, fastmath=_FAST, nogil=True)
 def dln_gd_fused(X, y, wp, wm, n_steps, c_lr, inv_ratio, n_chunks):
     """``n_steps`` full-batch GD steps of diagonal linear networks, reading each row of X once per step.
@@ -524,54 +586,12 @@ def dln_gd_fused(X, y, wp, wm, n_steps, c_lr, inv_ratio, n_chunks):
     G = wp.shape[1]
     beta = np.empty((S, G, d), dtype=wp.dtype)
     partial = np.zeros((S, n_chunks, G, d), dtype=wp.dtype)
-    rows = (n + n_chunks - 1) // n_chunks
     for _ in range(n_steps):
         for s in prange(S):
             for g in range(G):
                 for i in range(d):
                     beta[s, g, i] = wp[s, g, i] * wp[s, g, i] - wm[s, g, i] * wm[s, g, i]
-        for job in prange(S * n_chunks):
-            s = job // n_chunks
-            c = job % n_chunks
-            part = partial[s, c]
-            part[:] = 0
-            lo = c * rows
-            hi = min(n, lo + rows)
-            mu = lo
-            # blocks of 4 rows: 4 residuals share each load of β, and the partial gradient is read and
-            # written once per 4 rows (it would otherwise cost twice the traffic of X itself)
-            while mu + 4 <= hi:
-                x0 = X[s, mu]
-                x1 = X[s, mu + 1]
-                x2 = X[s, mu + 2]
-                x3 = X[s, mu + 3]
-                for g in range(G):
-                    bg = beta[s, g]
-                    a0 = -y[s, g, mu]
-                    a1 = -y[s, g, mu + 1]
-                    a2 = -y[s, g, mu + 2]
-                    a3 = -y[s, g, mu + 3]
-                    for i in range(d):
-                        b = bg[i]
-                        a0 += x0[i] * b
-                        a1 += x1[i] * b
-                        a2 += x2[i] * b
-                        a3 += x3[i] * b
-                    pg = part[g]
-                    for i in range(d):
-                        pg[i] += a0 * x0[i] + a1 * x1[i] + a2 * x2[i] + a3 * x3[i]
-                mu += 4
-            while mu < hi:
-                x = X[s, mu]
-                for g in range(G):
-                    bg = beta[s, g]
-                    acc = -y[s, g, mu]
-                    for i in range(d):
-                        acc += x[i] * bg[i]
-                    pg = part[g]
-                    for i in range(d):
-                        pg[i] += acc * x[i]
-                mu += 1
+        _fused_partials(X, y, beta, partial)
         for s in prange(S):
             for g in range(G):
                 for i in range(d):
@@ -581,6 +601,14 @@ def dln_gd_fused(X, y, wp, wm, n_steps, c_lr, inv_ratio, n_chunks):
                     step = c_lr * (grad * inv_ratio)
                     wp[s, g, i] *= 1.0 - step
                     wm[s, g, i] *= 1.0 + step
+
+
+def dln_fused_gradient(X, y, beta, inv_ratio, n_chunks=1):
+    """Xᵀ(Xβ − y)/δ with each row of X read once: X (S, n, d), y (S, G, n), beta (S, G, d) → (S, G, d)."""
+    S, G, d = beta.shape
+    partial = np.empty((S, n_chunks, G, d), dtype=beta.dtype)
+    _fused_partials(X, y, np.ascontiguousarray(beta), partial)
+    return partial.sum(axis=1) * inv_ratio
 
 
 @njit(cache=True, parallel=True, fastmath=_FAST, nogil=True)
@@ -595,56 +623,183 @@ def _dln_population_gd(wp, wm, beta_star, n_steps, c_lr):
                 wm[s, i] *= 1.0 + step
 
 
+@njit(cache=True, nogil=True)
+def _dln_online_steps(draws, wp, wm, beta_star, batch, noise, c_lr, prog_d, prog_b, stack):
+    """Online SGD of one seed (dln_numpy.online_gradient, in its order of operations), in place.
+
+    draws (n_steps, 2B + d) float64: each step's normals [a (B), ξ (B), z (d)]; wp, wm, beta_star (d,)
+    of the working dtype; prog_d / prog_b: :func:`pairwise_program` of d and B terms; stack: float64
+    scratch.  Per step: one pass for ‖δ‖², one for z·δ, and one that updates w± and forms the next δ.
+    """
+    n_steps = draws.shape[0]
+    d = wp.shape[0]
+    B = batch
+    sqrt_d = math.sqrt(d)
+    coef = d / B
+    delta = np.empty(d, dtype=wp.dtype)
+    a = np.empty(B)
+    r = np.empty(B)
+    for i in range(d):
+        delta[i] = (wp[i] * wp[i] - wm[i] * wm[i]) - beta_star[i]
+    for k in range(n_steps):
+        row = draws[k]
+        z = row[2 * B:]
+        norm2 = _pw_dot(delta, delta, prog_d, stack)
+        scale = math.sqrt(norm2) / sqrt_d
+        for j in range(B):
+            a[j] = row[j] * scale
+            r[j] = a[j] - noise * row[B + j]
+        c_z = math.sqrt(_pw_dot(r, r, prog_b, stack)) / sqrt_d
+        kappa = 0.0
+        if norm2 > 0:
+            kappa = (_pw_dot(r, a, prog_b, stack) - c_z * _pw_dot(z, delta, prog_d, stack)) / norm2
+        for i in range(d):
+            step = c_lr * (coef * (c_z * z[i] + kappa * delta[i]))
+            p = wp[i] * (1.0 - step)
+            q = wm[i] * (1.0 + step)
+            wp[i] = p
+            wm[i] = q
+            delta[i] = (p * p - q * q) - beta_star[i]   # the next step's δ, in the same pass
+
+
+@njit(cache=True, nogil=True)
+def _dln_minibatch_steps(rows, X, y, wp, wm, c_lr, prog_d, stack):
+    """Minibatch SGD of one seed (dln_numpy.minibatch_gradient, in its order of operations), in place.
+
+    rows (n_steps, B) int64; X (n, d), y (n,), wp, wm (d,) of one dtype.
+    """
+    n_steps, B = rows.shape
+    d = wp.shape[0]
+    coef = d / B
+    beta = np.empty(d, dtype=wp.dtype)
+    rb = np.empty(B, dtype=wp.dtype)
+    g = np.empty(d, dtype=wp.dtype)
+    for k in range(n_steps):
+        for i in range(d):
+            beta[i] = wp[i] * wp[i] - wm[i] * wm[i]
+        for j in range(B):
+            mu = rows[k, j]
+            rb[j] = _pw_dot(X[mu], beta, prog_d, stack) - y[mu]
+        x0 = X[rows[k, 0]]
+        for i in range(d):
+            g[i] = rb[0] * x0[i]
+        for j in range(1, B):
+            xj = X[rows[k, j]]
+            rj = rb[j]
+            for i in range(d):
+                g[i] += rj * xj[i]
+        for i in range(d):
+            step = c_lr * (coef * g[i])
+            wp[i] *= 1.0 - step
+            wm[i] *= 1.0 + step
+
+
+def _map_seeds(fn, n_seeds, threads):
+    """Run fn(i) for every seed, on ``threads`` threads (Generators and nogil kernels release the GIL)."""
+    if threads <= 1 or n_seeds == 1:
+        for i in range(n_seeds):
+            fn(i)
+        return
+    with ThreadPoolExecutor(max_workers=min(threads, n_seeds)) as pool:
+        list(pool.map(fn, range(n_seeds)))
+
+
 class DLNNumbaBackend(DLNNumpyBackend):
-    """Full-batch DLN gradient descent with the fused one-pass gradient (:func:`dln_gd_fused`).
+    """Diagonal linear networks in numba: every algorithm of dln.md §2.2.
 
-    Initial condition, teacher, data and observables are those of
-    :class:`~hidyn.solvers.mc.dln_numpy.DLNNumpyBackend` (same Generators, same draws), so a run agrees
-    with the numpy backend's to rounding (GD is deterministic given the data).
+    Initial condition, teacher, data, random streams and observables are those of
+    :class:`~hidyn.solvers.mc.dln_numpy.DLNNumpyBackend` (same Generators, same draws):
 
-    Only ``algorithm="gd"`` (with a training set or in the population setting) runs here; gradient flow
-    and SGD raise NotImplementedError: use ``backend="numpy"`` or ``backend="jax"``.
+    * GD: the fused one-pass gradient (:func:`dln_gd_fused`); agrees with numpy to rounding (BLAS and
+      the SIMD sums do not share an order);
+    * gradient flow: the reference's DOP853 in mirror coordinates with the fused gradient as the
+      right-hand side (the same integrator, so the same step sizes up to rounding);
+    * online and minibatch SGD: one thread per seed draws a chunk of that seed's normals (or row
+      indices) from its Generator, exactly the stream the reference draws step by step, and a
+      serial ``nogil`` kernel runs the chunk in the reference's pinned order of operations, so float64
+      trajectories equal the reference's **bit for bit**.  Drawing and stepping of different seeds
+      overlap on all cores; no input buffer outlives a chunk.
     """
 
     name = "numba"
-
-    def __init__(self, spec, precision: str = "float64"):
-        super().__init__(spec, precision)
-        reason = self.unsupported_reason(spec)
-        if reason:
-            raise NotImplementedError(reason)
+    #: steps per drawn chunk of online-SGD normals are chosen so a chunk holds about this many floats
+    chunk_floats = 1 << 18
 
     @classmethod
     def unsupported_reason(cls, spec) -> str | None:
         """Why this backend cannot run ``spec`` (None when it can); ``backend="auto"`` skips it then."""
-        if spec.algorithm != "gd":
-            return (f"the numba DLN backend implements full-batch GD only (algorithm='gd'); "
-                    f"algorithm={spec.algorithm!r} runs with backend='numpy' or backend='jax'")
         return None
 
     def init(self, seed_sequences):
         state = super().init(seed_sequences)
         if self.spec.ratio is not None:
             state["y3"] = np.ascontiguousarray(state["y"][:, None, :])
+        s = self.spec
+        self._prog_d = pairwise_program(s.d)
+        self._prog_b = pairwise_program(s.batch) if s.algorithm == "sgd" else self._prog_d
+        self._stack = max(_stack_size(self._prog_d), _stack_size(self._prog_b), 1)
         return state
 
     def advance(self, state, n):
         s = self.spec
+        if self.continuous:
+            return self._flow(state, float(n))
         c_lr = s.clock * s.lr
-        if s.ratio is None:
-            _dln_population_gd(state["wp"], state["wm"], state["beta_star"], int(n), c_lr)
+        n = int(n)
+        if s.algorithm == "sgd" and s.ratio is None:
+            self._online(state, n, c_lr)
+        elif s.algorithm == "sgd":
+            self._minibatch(state, n, c_lr)
+        elif s.ratio is None:
+            _dln_population_gd(state["wp"], state["wm"], state["beta_star"], n, c_lr)
         else:
             # one row chunk per design: each seed's sums then never depend on the number of seeds or
             # threads (seed i of a run equals the same seed run alone, bit for bit)
             wp, wm = state["wp"][:, None, :], state["wm"][:, None, :]   # views: updated in place
-            dln_gd_fused(state["X"], state["y3"], wp, wm, int(n), c_lr, 1.0 / s.ratio, 1)
+            dln_gd_fused(state["X"], state["y3"], wp, wm, n, c_lr, 1.0 / s.ratio, 1)
         state["r"] = None
         return state
+
+    def _online(self, state, n, c_lr):
+        s = self.spec
+        width = 2 * s.batch + s.d
+        per_chunk = max(1, min(n, self.chunk_floats // width))
+        dt = self.dtype
+
+        def one(i):
+            rng = state["rngs"][i]
+            buf = np.empty((per_chunk, width))
+            stack = np.empty(self._stack)
+            left = n
+            while left:
+                k = min(per_chunk, left)
+                rng.standard_normal(out=buf[:k])
+                _dln_online_steps(buf[:k], state["wp"][i], state["wm"][i], state["beta_star"][i], s.batch,
+                                  float(s.noise), c_lr, self._prog_d, self._prog_b, stack)
+                left -= k
+
+        _map_seeds(one, len(state["rngs"]), _numba_threads())
+
+    def _minibatch(self, state, n, c_lr):
+        s = self.spec
+        dt = self.dtype
+
+        def one(i):
+            rows = draw_minibatch_rows(state["rngs"][i], s.n, s.batch, n)
+            _dln_minibatch_steps(rows, state["X"][i], state["y"][i], state["wp"][i], state["wm"][i], c_lr,
+                                 self._prog_d, np.empty(self._stack, dtype=dt))
+
+        _map_seeds(one, len(state["rngs"]), _numba_threads())
+
+    def _data_gradient(self, state, beta):
+        g = dln_fused_gradient(state["X"], state["y3"], beta.astype(self.dtype)[:, None, :], 1.0 / self.spec.ratio)
+        return g[:, 0, :]
 
     def attrs(self, state):
         out = super().attrs(state)
         out["numba_threads"] = int(_numba_threads())
-        out["gd_gradient"] = "fused one-pass X^T(X beta - y)"
+        if self.spec.algorithm in ("gd", "gf") and self.spec.ratio is not None:
+            out["gd_gradient"] = "fused one-pass X^T(X beta - y)"
         return out
 
 

@@ -174,13 +174,79 @@ def test_fused_gd_seed_alone_equals_seed_in_a_run():
     np.testing.assert_array_equal(a["train_loss"].sel(seed=1), b["train_loss"].sel(seed=1))
 
 
-def test_dln_numba_refuses_gf_and_sgd_and_auto_uses_numpy_for_them():
-    for algorithm, extra in (("gf", {}), ("sgd", {"batch_size": 8})):
+DLN_SGD_CASES = [
+    dict(ratio=None, batch_size=1, noise=0.1),                       # online, label noise
+    dict(ratio=None, batch_size=9, noise=0.0),                       # online, B > 8 (8-lane sums)
+    dict(ratio=None, batch_size=2, noise=0.3, parametrization="pm"),
+    dict(ratio=0.5, batch_size=7, noise=0.1),                        # minibatch
+    dict(ratio=2.0, batch_size=1, noise=0.0, parametrization="pm"),
+]
+
+
+@pytest.mark.parametrize("params", DLN_SGD_CASES)
+def test_dln_sgd_is_bitwise_the_numpy_reference(params):
+    """Same Generators, same draws, same order of operations: float64 trajectories are identical, also
+    when the numba backend's drawn chunks end in the middle of an advance (small ``chunk_floats``)."""
+    spec = models.get("dln", d=300, algorithm="sgd", lr=0.01, init_scale=0.3, **params)
+    a_be, a = _run(DLNNumpyBackend, spec, (1, 50, 333))
+    be = nb.DLNNumbaBackend(spec)
+    be.chunk_floats = 5 * (2 * spec.batch + spec.d)          # 5 steps per chunk: many chunk boundaries
+    b = be.init(rng.seed_sequences(0, [0, 3, 5]))
+    for c in (1, 50, 333):
+        be.advance(b, c)
+    np.testing.assert_array_equal(b["wp"], a["wp"])
+    np.testing.assert_array_equal(b["wm"], a["wm"])
+    oa, ob = a_be.observe(a), be.observe(b)
+    for key in oa:
+        np.testing.assert_array_equal(ob[key], oa[key])
+
+
+def test_dln_sgd_seed_alone_equals_seed_in_a_run_for_any_thread_count():
+    import numba
+
+    spec = models.get("dln", d=256, ratio=None, algorithm="sgd", batch_size=1, lr=0.01, noise=0.1)
+    a = hidyn.simulate(spec, t_max=3.0, n_times=4, seeds=4, backend="numba")
+    old = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        b = hidyn.simulate(spec, t_max=3.0, n_times=4, seeds=[2], backend="numba")
+    finally:
+        numba.set_num_threads(old)
+    np.testing.assert_array_equal(a["test_loss"].sel(seed=2), b["test_loss"].sel(seed=2))
+
+
+def test_dln_sgd_float32_stays_close_to_the_float32_reference():
+    spec = models.get("dln", d=300, ratio=None, algorithm="sgd", batch_size=3, lr=0.01, noise=0.1)
+    _, a = _run(DLNNumpyBackend, spec, (200,), precision="float32")
+    _, b = _run(nb.DLNNumbaBackend, spec, (200,), precision="float32")
+    assert b["wp"].dtype == np.float32
+    np.testing.assert_allclose(b["wp"], a["wp"], rtol=2e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("ratio", [0.5, None])
+def test_dln_gradient_flow_with_the_fused_gradient_matches_numpy(ratio):
+    """Same DOP853 integrator in mirror coordinates; only the right-hand side's summation order differs."""
+    spec = models.get("dln", d=200, ratio=ratio, algorithm="gf", init_scale=0.3)
+    a_be, a = _run(DLNNumpyBackend, spec, (0.5, 2.0))
+    b_be, b = _run(nb.DLNNumbaBackend, spec, (0.5, 2.0))
+    np.testing.assert_allclose(b_be._beta(b), a_be._beta(a), rtol=1e-9, atol=1e-12)
+    assert b_be.attrs(b)["gf_integrator"] == a_be.attrs(a)["gf_integrator"]
+
+
+def test_fused_gradient_equals_two_matvecs():
+    r = np.random.default_rng(2)
+    X = r.standard_normal((3, 50, 70))
+    y = r.standard_normal((3, 2, 50))
+    beta = r.standard_normal((3, 2, 70))
+    expected = np.einsum("snd,sgn->sgd", X, np.einsum("snd,sgd->sgn", X, beta) - y) / 0.7
+    for chunks in (1, 3):
+        np.testing.assert_allclose(nb.dln_fused_gradient(X, y, beta, 1 / 0.7, chunks), expected, rtol=1e-11)
+
+
+def test_auto_uses_numba_for_every_dln_algorithm():
+    for algorithm, extra in (("gf", {}), ("sgd", {"batch_size": 8}), ("gd", {})):
         spec = models.get("dln", d=32, algorithm=algorithm, **extra)
-        with pytest.raises(NotImplementedError, match="GD only"):
-            nb.DLNNumbaBackend(spec)
-        assert hidyn.api._backend_class(spec, "auto")[0] == "numpy"
-    assert hidyn.api._backend_class(models.get("dln", d=32), "auto")[0] == "numba"
+        assert hidyn.api._backend_class(spec, "auto")[0] == "numba"
 
 
 def test_auto_does_not_import_jax_without_a_gpu_plugin():

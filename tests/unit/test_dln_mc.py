@@ -111,6 +111,28 @@ def test_online_gradient_sampler_matches_direct_rows_in_law():
     assert abs(np.corrcoef(fast @ e, fast @ perp)[0, 1]) < 0.03
 
 
+def test_online_gradient_is_the_projection_formula():
+    """c_z·z + κδ (the evaluated form) equals e(r·a)/‖δ‖ + c_z(z − (z·e)e) (the derived form)."""
+    from hidyn.solvers.mc.dln_numpy import online_gradient
+
+    r = np.random.default_rng(3)
+    d, B, sigma = 50, 4, 0.3
+    for _ in range(20):
+        delta = r.standard_normal(d) * r.uniform(1e-3, 10)
+        draws = r.standard_normal(2 * B + d)
+        norm = np.linalg.norm(delta)
+        a = draws[:B] * norm / math.sqrt(d)
+        res = a - sigma * draws[B:2 * B]
+        z, e = draws[2 * B:], delta / norm
+        derived = (d / B) * (e * (res @ a) / norm + (np.linalg.norm(res) / math.sqrt(d)) * (z - (z @ e) * e))
+        np.testing.assert_allclose(online_gradient(delta, draws, B, sigma), derived, rtol=1e-10, atol=1e-12)
+    # at δ = 0 only the isotropic part is left
+    draws = r.standard_normal(2 * B + d)
+    res = -sigma * draws[B:2 * B]
+    np.testing.assert_allclose(online_gradient(np.zeros(d), draws, B, sigma),
+                               (d / B) * np.linalg.norm(res) / math.sqrt(d) * draws[2 * B:], rtol=1e-14)
+
+
 def test_full_batch_sgd_equals_gd():
     base = dict(d=40, ratio=1.0, lr=0.05, t_max=1.0, n_times=5, seeds=2)
     gd = hidyn.simulate("dln", algorithm="gd", **base)
