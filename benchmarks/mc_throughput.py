@@ -8,7 +8,8 @@ For each family at d = 4096 with 64 seeds (``--quick``: d = 1024, 16 seeds), in 
   per-sample numpy loop (one seed, one fresh x per step, written independently of hidyn);
 * the machine's **ceilings**, measured in the same run: Gaussian-generator throughput (numpy PCG64
   ``standard_normal``, float64, normals/s on one core and on all cores, one Generator per thread) and
-  matvec bandwidth (``X @ v`` on a float64 matrix much larger than the caches, GB/s);
+  matvec bandwidth (``X @ v`` on a float64 matrix much larger than the caches, GB/s), and the
+  throughput of ``jax.random.normal`` (threefry), the generator the jax backends are bound by;
 * the **ratios** of each backend to the numpy reference and to the naive loop, and the **fraction of
   the binding ceiling**: online SGD needs d fresh normals per sample-update, so its ceiling is
   (all-core normals/s)/d; full-batch GD must read each row of X (d numbers) once per sample-update,
@@ -52,6 +53,30 @@ def gauss_throughput(n_normals: int, threads: int, repeat: int) -> float:
         for w in workers:
             w.join()
         best = max(best, threads * n_normals / (time.perf_counter() - t0))
+    return best
+
+
+def jax_gauss_throughput(n_normals: int, repeat: int, dtype: str = "float64") -> float | None:
+    """Normals per second of ``jax.random.normal`` (default threefry keys, jitted, all devices' cores).
+
+    The generator ceiling of the jax backends: on a CPU it sits well below numpy's PCG64, which is
+    why ``backend="auto"`` prefers numba there.  ``None`` when jax is not installed.
+    """
+    try:
+        import jax
+        import jax.numpy as jnp
+    except ImportError:
+        return None
+    with jax.enable_x64(dtype == "float64"):
+        f = jax.jit(lambda k: jax.random.normal(k, (n_normals,), dtype=getattr(jnp, dtype)).sum())
+        key = jax.random.key(0)
+        f(key).block_until_ready()
+        best = 0.0
+        for i in range(repeat):
+            k = jax.random.fold_in(key, i)
+            t0 = time.perf_counter()
+            f(k).block_until_ready()
+            best = max(best, n_normals / (time.perf_counter() - t0))
     return best
 
 
@@ -354,6 +379,9 @@ def main(argv=None):
         f"gauss normals/s, all cores ({threads})": gauss_throughput(1 << 22, threads, reps),
         "matvec bandwidth GB/s": matvec_bandwidth((64 if quick else 256) << 20, d, reps) / 1e9,
     }
+    jax_gauss = jax_gauss_throughput(1 << 22, reps, args.precision)
+    if jax_gauss is not None:
+        ceilings["jax.random normals/s (threefry)"] = jax_gauss
     # on a shared machine the all-core figure can come out below the one-core one: the ceiling is the
     # best generator rate this run measured
     gauss_all = max(ceilings[f"gauss normals/s, all cores ({threads})"], ceilings["gauss normals/s, one core"])

@@ -53,12 +53,12 @@ float32 first, as numpy does for Python scalars); m, Q, R and the losses are mea
 from __future__ import annotations
 
 import math
-import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from numba import njit, prange
 
+from hidyn.rng import fill_standard_normal, set_draw_threads  # noqa: F401 (re-exported)
 from hidyn.solvers.mc.dln_numpy import DLNNumpyBackend, draw_minibatch_rows
 from hidyn.solvers.mc.two_layer_numpy import TwoLayerNumpyBackend
 
@@ -353,32 +353,6 @@ def _two_layer_steps(X, x_off, zeta, z_off, n_steps, W, B, v, A, code, inv_sqrt_
                     vs[k] += c_v * acc
 
 
-_DRAW_THREADS = max(1, min(os.cpu_count() or 1, 8))
-
-
-def set_draw_threads(n: int) -> None:
-    """Number of threads that fill the per-seed input blocks (each seed's Generator is used by one thread).
-
-    numpy Generators release the GIL while filling an array, so seeds draw in parallel; the values do
-    not depend on this number.
-    """
-    global _DRAW_THREADS
-    _DRAW_THREADS = max(1, int(n))
-
-
-def _fill(rngs, out, dtype, threads):
-    """out[i] ← rngs[i].standard_normal(out[i].shape), the same values as the reference's np.stack."""
-    def one(i):
-        rngs[i].standard_normal(out=out[i], dtype=dtype)
-
-    if threads <= 1 or len(rngs) == 1:
-        for i in range(len(rngs)):
-            one(i)
-    else:
-        with ThreadPoolExecutor(max_workers=min(threads, len(rngs))) as pool:
-            list(pool.map(one, range(len(rngs))))
-
-
 class TwoLayerNumbaBackend(TwoLayerNumpyBackend):
     """Teacher–student online SGD in numba, on the numpy reference's random streams.
 
@@ -437,7 +411,7 @@ class TwoLayerNumbaBackend(TwoLayerNumpyBackend):
         if state["buffers"][nxt] is None:
             state["buffers"][nxt] = np.empty((len(state["rngs"]), self.block, s.batch_size, s.d),
                                              dtype=self.dtype)
-        _fill(state["rngs"], state["buffers"][nxt], self.dtype, _DRAW_THREADS)
+        fill_standard_normal(state["rngs"], state["buffers"][nxt], self.dtype)
         # then each seed's block of label noise, exactly as the reference's _draw_block
         if s.noise == 0:
             noise = np.zeros((len(state["rngs"]), self.block, s.batch_size), dtype=self.dtype)
@@ -820,6 +794,18 @@ def _student(code, power, dpower, x, derivative):
 
 
 @njit(cache=True, nogil=True, fastmath=_FAST)
+def _fast_dot_and_norm(a, x):
+    """(⟨a, x⟩, ‖x‖²) in one pass over x, float64 accumulation with SIMD reassociation."""
+    acc = 0.0
+    nrm = 0.0
+    for k in range(a.shape[0]):
+        xk = float(x[k])
+        acc += float(a[k]) * xk
+        nrm += xk * xk
+    return acc, nrm
+
+
+@njit(cache=True, nogil=True, fastmath=_FAST)
 def _fast_dot(a, b):
     """⟨a, b⟩ accumulated in float64 with SIMD reassociation (no bitwise promise, like BLAS)."""
     acc = 0.0
@@ -829,7 +815,7 @@ def _fast_dot(a, b):
 
 
 @njit(cache=True, nogil=True)
-def _single_index_steps(X, xx, has_xx, nu, mu, y, off, n_steps, V, alpha, m, s, q, hit, step0,
+def _single_index_steps(X, xx, xx_mode, nu, mu, y, off, n_steps, V, alpha, m, s, q, hit, step0,
                         code, power, dpower, square, h, wn, kappa, c, sc, geo, resync, level):
     """Advance every seed by ``n_steps`` steps of the scaled-weights SGD of single_index_numpy.py.
 
@@ -838,7 +824,10 @@ def _single_index_steps(X, xx, has_xx, nu, mu, y, off, n_steps, V, alpha, m, s, 
     X : ndarray (S, n_block, n_b, d)
         Spiked inputs of the current block (drawn by the reference's ``_new_block``).
     xx, nu, mu, y : ndarray (S, n_block, n_b), float64
-        ‖x‖² (only if ``has_xx``), ν = x₀, μ = ⟨u, x⟩ and the labels of the block.
+        ‖x‖² (read only if ``xx_mode`` is 1), ν = x₀, μ = ⟨u, x⟩ and the labels of the block.
+    xx_mode : int
+        Where the retraction's ‖x‖² comes from (n_b = 1 only): 0 not needed (plain geometry), 1 the
+        ``xx`` array, 2 computed here in the same pass as ⟨V, x⟩ (saves a pass over the block).
     off : int
         First step of the block to use.
     V (S, d), alpha, m, s, q (S,) : the state w = αV and its tracked overlaps, updated in place.
@@ -893,8 +882,13 @@ def _single_index_steps(X, xx, has_xx, nu, mu, y, off, n_steps, V, alpha, m, s, 
             bl = 0.0
             bnu = 0.0
             bmu = 0.0
+            xx_inline = 0.0
             for p in range(nb):
-                lp = alpha[i] * _fast_dot(Vi, X[i, jj, p])                        # λ = α⟨V, x⟩
+                if xx_mode == 2:
+                    vx, xx_inline = _fast_dot_and_norm(Vi, X[i, jj, p])
+                else:
+                    vx = _fast_dot(Vi, X[i, jj, p])
+                lp = alpha[i] * vx                                                # λ = α⟨V, x⟩
                 lam[p] = lp
                 ds = _student(code, power, dpower, lp, True)
                 F = (y[i, jj, p] - _student(code, power, dpower, lp, False)) * ds if square \
@@ -912,8 +906,10 @@ def _single_index_steps(X, xx, has_xx, nu, mu, y, off, n_steps, V, alpha, m, s, 
             track_q = True
             yy = 0.0
             if nb == 1:
-                if has_xx:
+                if xx_mode == 1:
                     yy = b[0] * b[0] * xx[i, jj, 0]
+                elif xx_mode == 2:
+                    yy = b[0] * b[0] * xx_inline
                 else:
                     track_q = False      # plain: nothing needs q between measurements
             else:
@@ -1022,6 +1018,9 @@ class SingleIndexNumbaBackend(_single_index_base()):
             raise NotImplementedError(reason)
         self.code, self.power, self.dpower = _student_code(spec)
 
+    #: the kernel takes ‖x‖² in the pass that forms ⟨V, x⟩ instead of a separate pass over the block
+    norms_in_block = False
+
     @classmethod
     def unsupported_reason(cls, spec) -> str | None:
         """Why this backend cannot run ``spec`` (None when it can)."""
@@ -1041,9 +1040,8 @@ class SingleIndexNumbaBackend(_single_index_base()):
                 self._new_block(state)
             take = min(n - done, state["B"] - state["used"])
             blk = state["block"]
-            has_xx = "xx" in blk
-            xx = blk["xx"] if has_xx else blk["nu"]
-            _single_index_steps(blk["X"], xx, has_xx, blk["nu"], blk["mu"], blk["y"], state["used"], take,
+            xx_mode = 2 if self._needs_norms() else 0
+            _single_index_steps(blk["X"], blk["nu"], xx_mode, blk["nu"], blk["mu"], blk["y"], state["used"], take,
                                 state["V"], state["alpha"], state["m"], state["s"], state["q"],
                                 state["hit"], state["step"], self.code, self.power, self.dpower,
                                 self.square, self.h, self.wn, self.kappa, self.c, self.sc, geo,

@@ -45,6 +45,7 @@ import math
 import numpy as np
 
 from hidyn import observables
+from hidyn.rng import fill_standard_normal
 from hidyn.models.single_index import SIGMA_GEOMETRIES, SingleIndexSpec
 
 __all__ = ["SingleIndexNumpyBackend", "SingleIndexReducedBackend", "child_generators",
@@ -250,13 +251,19 @@ class SingleIndexNumpyBackend(_Common):
         state["m"], state["s"], state["q"] = self._measure(state)
 
     # -- inputs -------------------------------------------------------------------------------------
+    #: whether ``_new_block`` measures ‖x‖² (a subclass may take it in its own pass over x instead)
+    norms_in_block = True
+
+    def _needs_norms(self) -> bool:
+        """The retraction's h²F²‖x‖² term needs ‖x‖² (batch 1 with a normalised geometry, note §2)."""
+        return self.spec.batch_size == 1 and self.spec.geometry != "plain"
+
     def _new_block(self, state):
         """Draw the next block of spiked inputs and labels for every seed (note §1)."""
         spec = self.spec
         S, B, nb, d = len(state["gen_x"]), state["B"], spec.batch_size, spec.d
         X = state["block"]["X"] if state["block"] is not None else np.empty((S, B, nb, d), dtype=self.dtype)
-        for i, gen in enumerate(state["gen_x"]):
-            gen.standard_normal(out=X[i], dtype=self.dtype)   # z ~ N(0, I_d); X[i] is C-contiguous
+        fill_standard_normal(state["gen_x"], X, self.dtype)   # z ~ N(0, I_d), seeds on all cores
         z0 = X[..., 0].astype(np.float64)
         z1 = X[..., 1].astype(np.float64)
         if self.amp != 0.0:
@@ -272,7 +279,7 @@ class SingleIndexNumpyBackend(_Common):
         if spec.noise > 0.0:
             xi = np.stack([gen.standard_normal((B, nb)) for gen in state["gen_xi"]])
         block = {"X": X, "nu": nu, "mu": mu, "y": self._labels(nu, xi)}
-        if nb == 1 and spec.geometry != "plain":
+        if self.norms_in_block and self._needs_norms():
             # ‖x‖² for the retraction's h²F²‖x‖² term (note §2); batched BLAS dot products (matmul)
             # run ~2× faster than einsum here
             flat = X.reshape(-1, d)

@@ -86,7 +86,7 @@ def test_seed_alone_equals_seed_in_a_run_and_threads_do_not_matter():
     np.testing.assert_array_equal(many["W"][2], one["W"][0])
     import numba
 
-    threads, draw_threads = nb._numba_threads(), nb._DRAW_THREADS
+    threads, draw_threads = nb._numba_threads(), hidyn.rng.draw_threads()
     try:
         numba.set_num_threads(1)
         nb.set_draw_threads(1)
