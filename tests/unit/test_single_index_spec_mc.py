@@ -346,3 +346,16 @@ def test_censored_quantiles():
     t = np.array([1.0, 2.0, 3.0, np.inf, np.inf])
     out = _quantiles(t, [0.25, 0.5, 0.9], t_stop=5.0)
     assert out[0] == 2.0 and out[1] == 3.0 and out[2] == np.inf
+
+
+def test_escape_time_numba_backend_runs_the_numpy_streams():
+    """backend='numba' is the full SGD on the numpy reference's streams: per-run escape times agree
+    (the weights agree to rounding, so a first passage can move by one step at most)."""
+    pytest.importorskip("numba")
+    kw = dict(d=64, link="he2", activation="he2", lr=0.5, seeds=12, seed=5)
+    a = hidyn.escape_time("single_index", backend="numpy", **kw)
+    b = hidyn.escape_time("single_index", backend="numba", **kw)
+    assert b.attrs["backend"] == "numba"
+    np.testing.assert_allclose(b["escape_time"].values, a["escape_time"].values, atol=1.0 / 64)
+    with pytest.raises(ValueError, match="'numba'"):
+        hidyn.escape_time("single_index", d=64, backend="cuda")
