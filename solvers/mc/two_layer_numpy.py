@@ -10,8 +10,9 @@ import math
 
 import numpy as np
 
-from hidyn.models.two_layer import TwoLayerSpec
 from hidyn import observables
+from hidyn.models.two_layer import TwoLayerSpec
+from hidyn.rng import fill_standard_normal
 
 __all__ = ["TwoLayerNumpyBackend", "draw_weights"]
 
@@ -81,8 +82,8 @@ class TwoLayerNumpyBackend:
         stream — and its trajectory — does not depend on the save times or on the other seeds.
         """
         s = self.spec
-        state["buffer"] = np.stack([r.standard_normal((self.block, s.batch_size, s.d), dtype=self.dtype)
-                                    for r in state["rngs"]])
+        state["buffer"] = np.empty((len(state["rngs"]), self.block, s.batch_size, s.d), dtype=self.dtype)
+        fill_standard_normal(state["rngs"], state["buffer"], self.dtype)     # seeds draw on all cores
         if s.noise == 0:
             state["noise_buffer"] = np.zeros((len(state["rngs"]), self.block, s.batch_size), dtype=self.dtype)
         else:
