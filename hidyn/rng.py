@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 __all__ = ["DEFAULT_ENTROPY", "seed_indices", "seed_sequences", "generators", "fresh_entropy",
-           "fill_standard_normal", "set_draw_threads", "draw_threads"]
+           "fill_standard_normal", "for_each_seed", "set_draw_threads", "draw_threads"]
 
 #: entropy used when the user gives no ``seed``: runs are reproducible by default
 DEFAULT_ENTROPY = 0
@@ -74,6 +74,39 @@ def set_draw_threads(n: int) -> None:
     _DRAW_THREADS = max(1, int(n))
 
 
+_POOL: dict = {}
+
+
+def _pool(threads: int) -> ThreadPoolExecutor:
+    """A process-wide pool of ``threads`` workers, created on first use (thread start-up is not free)."""
+    if _POOL.get("threads") != threads:
+        if "pool" in _POOL:
+            _POOL["pool"].shutdown(wait=True)
+        _POOL["pool"] = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="hidyn-draw")
+        _POOL["threads"] = threads
+    return _POOL["pool"]
+
+
+def for_each_seed(fn, n_seeds: int) -> None:
+    """Call ``fn(i)`` for i = 0 … n_seeds − 1 on the draw threads, each taking a contiguous range.
+
+    For work that releases the GIL (numpy Generators filling arrays, ``nogil`` numba kernels): one
+    hand-off per thread, not per seed.  ``fn`` must only touch seed i's data.  Exceptions propagate.
+    """
+    def run_range(lo, hi):
+        for i in range(lo, hi):
+            fn(i)
+
+    threads = min(_DRAW_THREADS, n_seeds)
+    if threads <= 1:
+        run_range(0, n_seeds)
+        return
+    bounds = np.linspace(0, n_seeds, threads + 1).round().astype(int)
+    futures = [_pool(_DRAW_THREADS).submit(run_range, lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:])]
+    for f in futures:
+        f.result()
+
+
 def fill_standard_normal(gens, out: np.ndarray, dtype=np.float64) -> None:
     """``out[i] ← gens[i].standard_normal(out[i].shape)`` for every seed i, on several threads.
 
@@ -81,13 +114,4 @@ def fill_standard_normal(gens, out: np.ndarray, dtype=np.float64) -> None:
     the seeds draw in parallel and the values are exactly those of a serial loop (``out[i]`` must be
     C-contiguous).  This is what lets a Monte-Carlo backend reach the all-core generator ceiling.
     """
-    def one(i):
-        gens[i].standard_normal(out=out[i], dtype=dtype)
-
-    threads = min(_DRAW_THREADS, len(gens))
-    if threads <= 1:
-        for i in range(len(gens)):
-            one(i)
-        return
-    with ThreadPoolExecutor(max_workers=threads) as pool:
-        list(pool.map(one, range(len(gens))))
+    for_each_seed(lambda i: gens[i].standard_normal(out=out[i], dtype=dtype), len(gens))

@@ -53,12 +53,11 @@ float32 first, as numpy does for Python scalars); m, Q, R and the losses are mea
 from __future__ import annotations
 
 import math
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from numba import njit, prange, uint64
 
-from hidyn.rng import fill_standard_normal, set_draw_threads  # noqa: F401 (re-exported)
+from hidyn.rng import fill_standard_normal, for_each_seed, set_draw_threads  # noqa: F401 (re-exported)
 from hidyn.solvers.mc.dln_numpy import DLNNumpyBackend, draw_minibatch_rows
 from hidyn.solvers.mc.two_layer_numpy import TwoLayerNumpyBackend
 
@@ -673,16 +672,6 @@ def _dln_minibatch_steps(rows, X, y, wp, wm, c_lr, prog_d, stack):
             wm[i] *= 1.0 + step
 
 
-def _map_seeds(fn, n_seeds, threads):
-    """Run fn(i) for every seed, on ``threads`` threads (Generators and nogil kernels release the GIL)."""
-    if threads <= 1 or n_seeds == 1:
-        for i in range(n_seeds):
-            fn(i)
-        return
-    with ThreadPoolExecutor(max_workers=min(threads, n_seeds)) as pool:
-        list(pool.map(fn, range(n_seeds)))
-
-
 class DLNNumbaBackend(DLNNumpyBackend):
     """Diagonal linear networks in numba: every algorithm of dln.md §2.2.
 
@@ -757,7 +746,7 @@ class DLNNumbaBackend(DLNNumpyBackend):
                                   float(s.noise), c_lr, self._prog_d, self._prog_b, stack)
                 left -= k
 
-        _map_seeds(one, len(state["rngs"]), _numba_threads())
+        for_each_seed(one, len(state["rngs"]))
 
     def _minibatch(self, state, n, c_lr):
         s = self.spec
@@ -768,7 +757,7 @@ class DLNNumbaBackend(DLNNumpyBackend):
             _dln_minibatch_steps(rows, state["X"][i], state["y"][i], state["wp"][i], state["wm"][i], c_lr,
                                  self._prog_d, np.empty(self._stack, dtype=dt))
 
-        _map_seeds(one, len(state["rngs"]), _numba_threads())
+        for_each_seed(one, len(state["rngs"]))
 
     def _data_gradient(self, state, beta):
         g = dln_fused_gradient(state["X"], state["y3"], beta.astype(self.dtype)[:, None, :], 1.0 / self.spec.ratio)

@@ -206,12 +206,14 @@ def test_dln_sgd_seed_alone_equals_seed_in_a_run_for_any_thread_count():
 
     spec = models.get("dln", d=256, ratio=None, algorithm="sgd", batch_size=1, lr=0.01, noise=0.1)
     a = hidyn.simulate(spec, t_max=3.0, n_times=4, seeds=4, backend="numba")
-    old = numba.get_num_threads()
+    old, old_draw = numba.get_num_threads(), rng.draw_threads()
     try:
         numba.set_num_threads(1)
+        rng.set_draw_threads(1)
         b = hidyn.simulate(spec, t_max=3.0, n_times=4, seeds=[2], backend="numba")
     finally:
         numba.set_num_threads(old)
+        rng.set_draw_threads(old_draw)
     np.testing.assert_array_equal(a["test_loss"].sel(seed=2), b["test_loss"].sel(seed=2))
 
 
