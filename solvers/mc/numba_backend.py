@@ -682,8 +682,8 @@ class DLNNumbaBackend(DLNNumpyBackend):
       the SIMD sums do not share an order);
     * gradient flow: the reference's DOP853 in mirror coordinates with the fused gradient as the
       right-hand side (the same integrator, so the same step sizes up to rounding);
-    * online and minibatch SGD: one thread per seed draws a chunk of that seed's normals (or row
-      indices) from its Generator, exactly the stream the reference draws step by step, and a
+    * online and minibatch SGD: the draw threads (:func:`hidyn.rng.for_each_seed`, a contiguous range
+      of seeds each) draw a chunk of each seed's normals (or row indices) from its Generator, exactly the stream the reference draws step by step, and a
       serial ``nogil`` kernel runs the chunk in the reference's pinned order of operations, so float64
       trajectories equal the reference's **bit for bit**.  Drawing and stepping of different seeds
       overlap on all cores; no input buffer outlives a chunk.
