@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 __all__ = ["DEFAULT_ENTROPY", "seed_indices", "seed_sequences", "generators", "fresh_entropy",
-           "fill_standard_normal", "for_each_seed", "set_draw_threads", "draw_threads"]
+           "fill_standard_normal", "for_each_seed", "for_each_seed_range", "set_draw_threads", "draw_threads"]
 
 #: entropy used when the user gives no ``seed``: runs are reproducible by default
 DEFAULT_ENTROPY = 0
@@ -87,24 +87,30 @@ def _pool(threads: int) -> ThreadPoolExecutor:
     return _POOL["pool"]
 
 
-def for_each_seed(fn, n_seeds: int) -> None:
-    """Call ``fn(i)`` for i = 0 … n_seeds − 1 on the draw threads, each taking a contiguous range.
+def for_each_seed_range(fn, n_seeds: int) -> None:
+    """Call ``fn(lo, hi)`` on the draw threads for contiguous ranges covering 0 … n_seeds − 1.
 
     For work that releases the GIL (numpy Generators filling arrays, ``nogil`` numba kernels): one
-    hand-off per thread, not per seed.  ``fn`` must only touch seed i's data.  Exceptions propagate.
+    hand-off per thread, not per seed.  ``fn`` must only touch the data of seeds lo … hi − 1.
+    Exceptions propagate.
     """
+    threads = min(_DRAW_THREADS, n_seeds)
+    if threads <= 1:
+        fn(0, n_seeds)
+        return
+    bounds = np.linspace(0, n_seeds, threads + 1).round().astype(int)
+    futures = [_pool(_DRAW_THREADS).submit(fn, int(lo), int(hi)) for lo, hi in zip(bounds[:-1], bounds[1:])]
+    for f in futures:
+        f.result()
+
+
+def for_each_seed(fn, n_seeds: int) -> None:
+    """Call ``fn(i)`` for every seed i on the draw threads (see :func:`for_each_seed_range`)."""
     def run_range(lo, hi):
         for i in range(lo, hi):
             fn(i)
 
-    threads = min(_DRAW_THREADS, n_seeds)
-    if threads <= 1:
-        run_range(0, n_seeds)
-        return
-    bounds = np.linspace(0, n_seeds, threads + 1).round().astype(int)
-    futures = [_pool(_DRAW_THREADS).submit(run_range, lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:])]
-    for f in futures:
-        f.result()
+    for_each_seed_range(run_range, n_seeds)
 
 
 def fill_standard_normal(gens, out: np.ndarray, dtype=np.float64) -> None:

@@ -15,11 +15,11 @@ Three backends follow the contract of :mod:`hidyn.solvers.mc.driver`:
   Online and minibatch SGD run one seed per thread: the thread draws a chunk of its seed's stream and
   a serial kernel steps through it in the reference's order (bitwise equal in float64).
 * :class:`SingleIndexNumbaBackend` – spiked single-index online SGD (single_index.md §1) on the numpy
-  reference's input blocks (inherited ``_new_block``), with the reference's scaled-weights step
-  w = αV, its resync schedule and escape bookkeeping in one serial kernel.  Agreement with the
-  reference is to rounding (~1e-15), the reference's ⟨V, x⟩ being a BLAS product.  The kernel is a
-  small part of a step next to drawing d normals per seed, and an OpenMP region would leave its
-  workers spinning on the core the (serial) Generator calls need: serial measured faster.
+  reference's input blocks (inherited ``_new_block``, drawn on all cores), with the reference's
+  scaled-weights step w = αV, its resync schedule and escape bookkeeping in one ``nogil`` kernel run
+  on the draw threads over seed ranges (not a numba ``prange``: an OpenMP region would leave its
+  workers spinning on the cores the Generator calls need).  Every reduction follows the reference's
+  order, so float64 runs equal the reference bit for bit.
 
 Why inherit from the numpy references: the initial condition, the random streams and the observables
 are then the reference's by construction (one place to change them), and a numba run can be checked
@@ -57,7 +57,8 @@ import math
 import numpy as np
 from numba import njit, prange, uint64
 
-from hidyn.rng import fill_standard_normal, for_each_seed, set_draw_threads  # noqa: F401 (re-exported)
+from hidyn.rng import (fill_standard_normal, for_each_seed, for_each_seed_range,  # noqa: F401
+                       set_draw_threads)
 from hidyn.solvers.mc.dln_numpy import DLNNumpyBackend, draw_minibatch_rows
 from hidyn.solvers.mc.two_layer_numpy import TwoLayerNumpyBackend
 
@@ -787,30 +788,10 @@ def _student(code, power, dpower, x, derivative):
     return acc
 
 
-@njit(cache=True, nogil=True, fastmath=_FAST)
-def _fast_dot_and_norm(a, x):
-    """(⟨a, x⟩, ‖x‖²) in one pass over x, float64 accumulation with SIMD reassociation."""
-    acc = 0.0
-    nrm = 0.0
-    for k in range(a.shape[0]):
-        xk = float(x[k])
-        acc += float(a[k]) * xk
-        nrm += xk * xk
-    return acc, nrm
-
-
-@njit(cache=True, nogil=True, fastmath=_FAST)
-def _fast_dot(a, b):
-    """⟨a, b⟩ accumulated in float64 with SIMD reassociation (no bitwise promise, like BLAS)."""
-    acc = 0.0
-    for k in range(a.shape[0]):
-        acc += float(a[k]) * float(b[k])
-    return acc
-
-
 @njit(cache=True, nogil=True)
 def _single_index_steps(X, xx, xx_mode, nu, mu, y, off, n_steps, V, alpha, m, s, q, hit, step0,
-                        code, power, dpower, square, h, wn, kappa, c, sc, geo, resync, level):
+                        code, power, dpower, square, h, wn, kappa, c, sc, geo, resync, level,
+                        prog_d, prog_b, stack_w, stack64, i0, i1):
     """Advance every seed by ``n_steps`` steps of the scaled-weights SGD of single_index_numpy.py.
 
     Parameters
@@ -844,16 +825,22 @@ def _single_index_steps(X, xx, xx_mode, nu, mu, y, off, n_steps, V, alpha, m, s,
         Fold α into V and re-measure (m, s, q) at every step count that is a multiple of it.
     level : float
         Escape level of |m| (t_{1/2}: 1/2).
+    prog_d, prog_b : ndarray (n_ops, 2) int64
+        :func:`pairwise_program` of d and of n_b terms.
+    stack_w, stack64 : ndarray
+        Pairwise scratch of the weights' dtype and of float64 (one pair per concurrent call).
+    i0, i1 : int
+        Seeds i0 … i1 − 1 are advanced (calls on disjoint ranges may run concurrently: ``nogil``).
 
     Notes
     -----
-    ⟨V, x⟩ and ‖V‖² are SIMD dot products accumulated in float64 (:func:`_fast_dot`): the reference
-    takes them with BLAS and einsum, whose order is not numpy's pairwise order either, so a pinned
-    order would buy no bitwise identity here, only a 4× slower dot at large d.
+    Every reduction is in the reference's order: ⟨V, x⟩, ‖x‖², ‖Y‖² and ‖V‖² are numpy's pairwise sums
+    over d (:func:`_pw_dot`), Σ_i b_i λ_i, Σ_i b_i ν_i, Σ_i b_i μ_i pairwise over the batch, and
+    Y = Σ_i b_i x_i sequential in i, so float64 trajectories equal the reference's bit for bit.
     """
     S, d = V.shape
     nb = X.shape[2]
-    for i in range(S):
+    for i in range(i0, i1):
         Vi = V[i]
         lam = np.empty(nb)
         b = np.empty(nb)
@@ -868,29 +855,25 @@ def _single_index_steps(X, xx, xx_mode, nu, mu, y, off, n_steps, V, alpha, m, s,
                     for k in range(d):
                         Vi[k] *= cast[0]
                     alpha[i] = 1.0
-                acc = _fast_dot(Vi, Vi)
+                acc = float(_pw_dot(Vi, Vi, prog_d, stack_w))
                 m[i] = float(Vi[0])
                 s[i] = c * float(Vi[0]) + sc * float(Vi[1])
                 q[i] = acc
             jj = off + j
-            bl = 0.0
-            bnu = 0.0
-            bmu = 0.0
             xx_inline = 0.0
             for p in range(nb):
+                xp = X[i, jj, p]
                 if xx_mode == 2:
-                    vx, xx_inline = _fast_dot_and_norm(Vi, X[i, jj, p])
-                else:
-                    vx = _fast_dot(Vi, X[i, jj, p])
-                lp = alpha[i] * vx                                                # λ = α⟨V, x⟩
+                    xx_inline = float(_pw_dot(xp, xp, prog_d, stack_w))
+                lp = alpha[i] * float(_pw_dot(Vi, xp, prog_d, stack_w))           # λ = α⟨V, x⟩
                 lam[p] = lp
                 ds = _student(code, power, dpower, lp, True)
                 F = (y[i, jj, p] - _student(code, power, dpower, lp, False)) * ds if square \
                     else y[i, jj, p] * ds
                 b[p] = (h / nb) * F
-                bl += b[p] * lp
-                bnu += b[p] * nu[i, jj, p]
-                bmu += b[p] * mu[i, jj, p]
+            bl = _pw_dot(b, lam, prog_b, stack64)
+            bnu = _pw_dot(b, nu[i, jj], prog_b, stack64)
+            bmu = _pw_dot(b, mu[i, jj], prog_b, stack64)
             if wn:
                 a = 1.0 - bl
                 e = -bl * kappa * s[i]
@@ -913,7 +896,7 @@ def _single_index_steps(X, xx, xx_mode, nu, mu, y, off, n_steps, V, alpha, m, s,
                         accy += b[p] * float(X[i, jj, p, k])
                     cast[0] = accy
                     Y[k] = cast[0]
-                    yy += float(Y[k]) * float(Y[k])
+                yy = float(_pw_dot(Y, Y, prog_d, stack_w))
             m1 = a * m[i] + bnu + e * c
             s1 = a * s[i] + bmu + e
             if track_q:
@@ -997,10 +980,9 @@ class SingleIndexNumbaBackend(_single_index_base()):
     sequential scaled-weights step (w = αV, note §1–§2) runs in :func:`_single_index_steps`.  The target link may be anything the reference accepts (labels are made in numpy); the
     student σ must be a registry activation or a polynomial.
 
-    Agreement with the reference is to rounding, not bitwise: the reference takes ⟨V, x⟩ with BLAS
-    (``matmul``) and measures q with ``einsum``, whose summation orders are their own; this backend
-    uses SIMD float64 dot products for both.  A ``wn_sigma`` step with
-    |1 − Σbλ| < 1/2 takes the explicit update for that seed only (the reference switches every seed).
+    Float64 runs equal the reference's bit for bit (weights, overlaps, escape steps): both take every
+    sum over d in numpy's pairwise order and decide the rare explicit ``wn_sigma`` update
+    (|1 − Σbλ| < 1/2) seed by seed.
     """
 
     name = "numba"
@@ -1011,6 +993,9 @@ class SingleIndexNumbaBackend(_single_index_base()):
         if reason:
             raise NotImplementedError(reason)
         self.code, self.power, self.dpower = _student_code(spec)
+        self._prog_d = pairwise_program(spec.d)
+        self._prog_b = pairwise_program(spec.batch_size)
+        self._stack = max(_stack_size(self._prog_d), _stack_size(self._prog_b), 1)
 
     #: the kernel takes ‖x‖² in the pass that forms ⟨V, x⟩ instead of a separate pass over the block
     norms_in_block = False
@@ -1035,11 +1020,16 @@ class SingleIndexNumbaBackend(_single_index_base()):
             take = min(n - done, state["B"] - state["used"])
             blk = state["block"]
             xx_mode = 2 if self._needs_norms() else 0
-            _single_index_steps(blk["X"], blk["nu"], xx_mode, blk["nu"], blk["mu"], blk["y"], state["used"], take,
-                                state["V"], state["alpha"], state["m"], state["s"], state["q"],
-                                state["hit"], state["step"], self.code, self.power, self.dpower,
-                                self.square, self.h, self.wn, self.kappa, self.c, self.sc, geo,
-                                self.resync_steps, ESCAPE_LEVEL)
+
+            def run(lo, hi, blk=blk, take=take, used=state["used"], step=state["step"]):
+                _single_index_steps(blk["X"], blk["nu"], xx_mode, blk["nu"], blk["mu"], blk["y"], used, take,
+                                    state["V"], state["alpha"], state["m"], state["s"], state["q"],
+                                    state["hit"], step, self.code, self.power, self.dpower,
+                                    self.square, self.h, self.wn, self.kappa, self.c, self.sc, geo,
+                                    self.resync_steps, ESCAPE_LEVEL, self._prog_d, self._prog_b,
+                                    np.empty(self._stack, dtype=self.dtype), np.empty(self._stack), lo, hi)
+
+            for_each_seed_range(run, len(state["V"]))      # seeds on the draw threads (nogil kernel)
             state["used"] += take
             state["step"] += take
             done += take

@@ -240,7 +240,7 @@ class SingleIndexNumpyBackend(_Common):
         v1 = V[:, 1].astype(np.float64)
         m = alpha * v0
         s = alpha * (self.c * v0 + self.sc * v1)
-        q = alpha * alpha * np.einsum("sd,sd->s", V, V, dtype=np.float64)
+        q = alpha * alpha * np.sum(V * V, axis=-1).astype(np.float64)   # pairwise order (numba: same)
         return m, s, q
 
     def _resync(self, state):
@@ -281,10 +281,9 @@ class SingleIndexNumpyBackend(_Common):
             xi = np.stack([gen.standard_normal((B, nb)) for gen in state["gen_xi"]])
         block = {"X": X, "nu": nu, "mu": mu, "y": self._labels(nu, xi)}
         if self.norms_in_block and self._needs_norms():
-            # ‖x‖² for the retraction's h²F²‖x‖² term (note §2); batched BLAS dot products (matmul)
-            # run ~2× faster than einsum here
-            flat = X.reshape(-1, d)
-            block["xx"] = np.matmul(flat[:, None, :], flat[:, :, None]).reshape(S, B, nb).astype(np.float64)
+            # ‖x‖² for the retraction's h²F²‖x‖² term (note §2), numpy's pairwise order; one seed
+            # at a time keeps the temporary small
+            block["xx"] = np.stack([np.sum(X[i] * X[i], axis=-1) for i in range(S)]).astype(np.float64)
         state["block"] = block
         state["used"] = 0
 
@@ -309,11 +308,13 @@ class SingleIndexNumpyBackend(_Common):
         m, s, q = state["m"], state["s"], state["q"]
         x = blk["X"][:, j]                                               # (S, n_b, d)
         nb = spec.batch_size
+        # every reduction is a pairwise np.sum (over d) or a sequential sum over the batch: the order
+        # the numba backend reproduces, so that both give the same bits
         if nb == 1:
             x1 = x[:, 0]
-            lam = (alpha * np.matmul(V[:, None, :], x1[:, :, None])[:, 0, 0])[:, None]   # λ = α⟨V, x⟩
+            lam = (alpha * np.sum(V * x1, axis=-1).astype(np.float64))[:, None]          # λ = α⟨V, x⟩
         else:
-            lam = alpha[:, None] * np.einsum("sd,snd->sn", V, x, dtype=np.float64)
+            lam = alpha[:, None] * np.sum(V[:, None, :] * x, axis=-1).astype(np.float64)
         nu, mu, y = blk["nu"][:, j], blk["mu"][:, j], blk["y"][:, j]    # (S, n_b)
         b = (self.h / nb) * self._force(y, lam)                          # per-sample coefficients
         bl = np.sum(b * lam, axis=1)                                     # ⟨w, Σ b_i x_i⟩
@@ -332,17 +333,19 @@ class SingleIndexNumpyBackend(_Common):
             yy = b[:, 0] ** 2 * blk["xx"][:, j, 0] if "xx" in blk else None
             Y = None
         else:
-            Y = np.einsum("sn,snd->sd", b.astype(self.dtype), x)
-            yy = np.einsum("sd,sd->s", Y, Y, dtype=np.float64)
+            Y = np.sum(b.astype(self.dtype)[:, :, None] * x, axis=1)
+            yy = np.sum(Y * Y, axis=-1).astype(np.float64)
         # exact one-step overlaps (note §2 "one step, exactly"), before the retraction
         m1 = a * m + bnu + e * self.c
         s1 = a * s + bmu + e
         if yy is None:
-            q1, N = q, np.ones_like(q)
+            q1, N2 = q, np.ones_like(q)
         else:
             q1 = a * a * q + 2.0 * a * bl + yy + 2.0 * a * e * s + 2.0 * e * bmu + e * e
-            N = np.sqrt(self._norm2(q1, s1))
-        if np.all(np.abs(a) >= 0.5):
+            N2 = self._norm2(q1, s1)
+        N = np.sqrt(N2)
+        huge = np.abs(a) < 0.5
+        if not huge.any():
             scale = 1.0 / (alpha * a)
             if nb == 1:
                 np.multiply(x1, (b[:, 0] * scale).astype(self.dtype)[:, None], out=tmp)
@@ -355,18 +358,36 @@ class SingleIndexNumpyBackend(_Common):
                 V[:, 1] += (eu * self.sc).astype(self.dtype)
             alpha *= a / N
         else:
-            # rare huge wn_sigma step (|a| < 1/2): update the weights explicitly, no division by a
-            if Y is None:
-                Y = b[:, 0].astype(self.dtype)[:, None] * x1
-            V *= (alpha * a).astype(self.dtype)[:, None]
-            V += Y
-            V[:, 0] += (e * self.c).astype(self.dtype)
-            V[:, 1] += (e * self.sc).astype(self.dtype)
-            alpha[:] = 1.0 / N
-        state["m"], state["s"], state["q"] = m1 / N, s1 / N, q1 / (N * N)
+            self._huge_step(V, alpha, a, b, e, N, x1 if nb == 1 else None, Y, huge)
+        state["m"], state["s"], state["q"] = m1 / N, s1 / N, q1 / N2
         state["used"] = j + 1
         state["step"] += 1
         self._mark_escapes(state)
+
+    def _huge_step(self, V, alpha, a, b, e, N, x1, Y, huge):
+        """A step with some |a| < 1/2 (a rare huge wn_sigma step): those seeds update their weights
+        explicitly, w' = (αa)V + Σ b_i x_i + e u with α ← 1/N (no division by a); the others take the
+        usual scaled update.  Seed by seed, as the numba kernel decides."""
+        dt = self.dtype
+        for i in range(V.shape[0]):
+            Yi = (b[i, 0].astype(dt) * x1[i]) if Y is None else Y[i]
+            if huge[i]:
+                V[i] *= dt.type(alpha[i] * a[i])
+                V[i] += Yi
+                V[i, 0] += dt.type(e[i] * self.c)
+                V[i, 1] += dt.type(e[i] * self.sc)
+                alpha[i] = 1.0 / N[i]
+            else:
+                scale = 1.0 / (alpha[i] * a[i])
+                if Y is None:
+                    V[i] += x1[i] * dt.type(b[i, 0] * scale)
+                else:
+                    V[i] += dt.type(scale) * Y[i]
+                if self.wn:
+                    eu = e[i] * scale
+                    V[i, 0] += dt.type(eu * self.c)
+                    V[i, 1] += dt.type(eu * self.sc)
+                alpha[i] *= a[i] / N[i]
 
     def observe(self, state):
         m, s, q = self._measure(state)
