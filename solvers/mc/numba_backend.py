@@ -57,7 +57,7 @@ import math
 import numpy as np
 from numba import njit, prange, uint64
 
-from hidyn.rng import (fill_standard_normal, for_each_seed, for_each_seed_range,  # noqa: F401
+from hidyn.rng import (draw_threads, fill_standard_normal, for_each_seed, for_each_seed_range,  # noqa: F401
                        set_draw_threads)
 from hidyn.solvers.mc.dln_numpy import DLNNumpyBackend, draw_minibatch_rows
 from hidyn.solvers.mc.two_layer_numpy import TwoLayerNumpyBackend
@@ -283,7 +283,7 @@ def activation_is_bitwise(name: str, n: int = 20001) -> bool:
 # --------------------------------------------------------------------------------------------------
 # teacher–student online SGD kernel
 # --------------------------------------------------------------------------------------------------
-@njit(cache=True, parallel=True, nogil=True)
+@njit(cache=True, nogil=True)
 def _two_layer_steps(X, x_off, zeta, z_off, n_steps, W, B, v, A, code, inv_sqrt_d, c_w, c_v,
                      train_second, prog_d, prog_k, prog_m, stack_size):
     """Advance every seed by ``n_steps`` SGD steps (teacher_student.md §1), in place.
@@ -308,7 +308,7 @@ def _two_layer_steps(X, x_off, zeta, z_off, n_steps, W, B, v, A, code, inv_sqrt_
     S, K, d = W.shape
     M = B.shape[1]
     P = X.shape[2]
-    for s in prange(S):
+    for s in range(S):
         Ws, Bs, vs = W[s], B[s], v[s]
         # scratch in the run's dtype: storing an activation value rounds it to the dtype once, as
         # numpy's float32 arrays do, before it enters the next product
@@ -363,9 +363,10 @@ class TwoLayerNumbaBackend(TwoLayerNumpyBackend):
 
     Same initial weights, inputs, noise and observables as
     :class:`~hidyn.solvers.mc.two_layer_numpy.TwoLayerNumpyBackend` (the draws are made by the same
-    Generators in the same order and block structure); the sequential SGD map runs in a numba kernel
-    with a fixed order of operations (module docstring), one seed per thread.  Two input buffers are
-    kept so that a chunk crossing a block boundary needs no concatenation.
+    Generators in the same order and block structure); the sequential SGD map runs in a ``nogil``
+    numba kernel with a fixed order of operations (module docstring).  The draw threads take
+    contiguous ranges of seeds; each draws a seed's block of inputs and noise and runs that seed's
+    steps right away, so the block is read back from the core's caches, not from memory.
 
     Parameters
     ----------
@@ -398,37 +399,23 @@ class TwoLayerNumbaBackend(TwoLayerNumpyBackend):
 
     def memory_bytes(self, n_seeds: int) -> int:
         s = self.spec
-        # two input blocks (ping-pong) + weights; the noise of a chunk is at most one block
-        return n_seeds * self.dtype.itemsize * (s.d * (s.K + s.M) + 2 * self.block * s.batch_size * s.d
-                                                + self.block * s.batch_size)
+        # one input block and one noise block per seed, plus the weights
+        return n_seeds * self.dtype.itemsize * ((s.d + 1) * (s.K + s.M) + self.block * s.batch_size * (s.d + 1))
 
     def init(self, seed_sequences):
         state = super().init(seed_sequences)
-        state["buffers"] = [None, None]
-        state["current"] = 0
-        state["n_blocks"] = 0
+        S, s = len(state["rngs"]), self.spec
+        state["buffer"] = np.empty((S, self.block, s.batch_size, s.d), dtype=self.dtype)
+        state["noise_buffer"] = np.zeros((S, self.block, s.batch_size), dtype=self.dtype)
+        state["used"] = self.block                      # no block drawn yet
         return state
 
-    def _next_block(self, state):
-        """Draw the next input block of every seed into the spare buffer (the reference's order)."""
-        s = self.spec
-        nxt = 1 - state["current"] if state["n_blocks"] else 0
-        if state["buffers"][nxt] is None:
-            state["buffers"][nxt] = np.empty((len(state["rngs"]), self.block, s.batch_size, s.d),
-                                             dtype=self.dtype)
-        fill_standard_normal(state["rngs"], state["buffers"][nxt], self.dtype)
-        # then each seed's block of label noise, exactly as the reference's _draw_block
-        if s.noise == 0:
-            noise = np.zeros((len(state["rngs"]), self.block, s.batch_size), dtype=self.dtype)
-        else:
-            noise = np.stack([r.standard_normal((self.block, s.batch_size), dtype=self.dtype)
-                              for r in state["rngs"]]) * s.noise
-        state.setdefault("noise_buffers", [None, None])[nxt] = noise
-        state["noise_buffer"] = noise
-        state["current"] = nxt
-        state["buffer"] = state["buffers"][nxt]
-        state["used"] = 0
-        state["n_blocks"] += 1
+    def _draw_seed_block(self, state, i):
+        """Seed i's next block: its inputs, then its label noise, exactly as the reference draws them."""
+        s, rng = self.spec, state["rngs"][i]
+        rng.standard_normal(out=state["buffer"][i], dtype=self.dtype)
+        if s.noise != 0:
+            state["noise_buffer"][i] = rng.standard_normal((self.block, s.batch_size), dtype=self.dtype) * s.noise
 
     def advance(self, state, n):
         s = self.spec
@@ -437,28 +424,30 @@ class TwoLayerNumbaBackend(TwoLayerNumpyBackend):
         c_w = dt(s.lr * inv_sqrt_d / s.batch_size)          # numpy rounds Python scalars to the dtype
         c_v = dt(s.lr_second / (s.d * s.batch_size))
         inv = dt(inv_sqrt_d)
+        buf, noise, W, B, v = (state[k] for k in ("buffer", "noise_buffer", "W", "B", "v"))
         done = 0
         while done < n:
-            nb = min(n - done, self.block)
-            # the reference's order: blocks of inputs, each followed by its block of label noise
-            segments = []
-            rem = nb
-            while rem > 0:
-                if state["buffer"] is None or state["used"] == self.block:
-                    self._next_block(state)
-                take = min(rem, self.block - state["used"])
-                segments.append((state["buffer"], state["noise_buffer"], state["used"], take))
-                state["used"] += take
-                rem -= take
-            for buf, noise, off, take in segments:
-                _two_layer_steps(buf, off, noise, off, take, state["W"], state["B"], state["v"],
-                                 state["A"], self.code, inv, c_w, c_v, bool(s.train_second_layer),
-                                 *self.programs, self.stack_size)
-            done += nb
+            fresh = state["used"] == self.block
+            off = 0 if fresh else state["used"]
+            take = min(n - done, self.block - off)
+
+            def run(lo, hi, fresh=fresh, off=off, take=take):
+                # seed by seed: draw the seed's block (if a new one starts) and run its steps while
+                # the block is still in this core's caches
+                for i in range(lo, hi):
+                    if fresh:
+                        self._draw_seed_block(state, i)
+                    _two_layer_steps(buf[i:i + 1], off, noise[i:i + 1], off, take, W[i:i + 1], B[i:i + 1],
+                                     v[i:i + 1], state["A"], self.code, inv, c_w, c_v,
+                                     bool(s.train_second_layer), *self.programs, self.stack_size)
+
+            for_each_seed_range(run, len(W))
+            state["used"] = off + take
+            done += take
         return state
 
     def attrs(self, state):
-        return {"numba_threads": int(_numba_threads())}
+        return {"threads": int(draw_threads())}
 
 
 def _numba_threads() -> int:
