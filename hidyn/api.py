@@ -37,6 +37,8 @@ def make_times(spec: ModelSpec, *, times=None, t_max=None, n_times: int = 100, s
         return np.linspace(0.0, t_max, n_times)
     if spacing != "log":
         raise ValueError(f"spacing={spacing!r} is invalid: must be 'log' or 'linear'")
+    if n_times == 2:                   # np.geomspace(first, t_max, 1) would be [first], not [t_max]
+        return np.array([0.0, t_max])
     first = min(first or t_max * 1e-3, t_max)
     return np.concatenate([[0.0], np.geomspace(first, t_max, n_times - 1)])
 

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
+import hidyn
 from hidyn import models
 from hidyn.models.dln import DLNSpec, initial_pq
 
@@ -66,3 +68,16 @@ def test_online_sgd_needs_batch_size():
 
     with pytest.raises(ValueError, match="batch_size is required"):
         hidyn.simulate("dln", d=16, ratio=None, algorithm="sgd", seeds=1, t_max=1.0)
+
+
+@pytest.mark.parametrize("n_times", [2, 3, 10])
+@pytest.mark.parametrize("spacing", ["log", "linear"])
+def test_save_times_start_at_zero_and_end_at_t_max(n_times, spacing):
+    from hidyn.api import make_times
+
+    spec = models.get("two_layer", d=100)
+    t = make_times(spec, t_max=7.0, n_times=n_times, spacing=spacing)
+    assert t.size == n_times and t[0] == 0.0 and t[-1] == pytest.approx(7.0)
+    assert np.all(np.diff(t) > 0)
+    sim = hidyn.simulate("two_layer", d=32, t_max=2.0, n_times=2, seeds=1, progress=False)
+    assert float(sim.time[-1]) == pytest.approx(2.0)
