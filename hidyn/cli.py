@@ -28,7 +28,7 @@ def _info(_args) -> int:
             auto = _backend_class(models.get(name), "auto")[0]
         except Exception as err:  # an optional backend that fails to import must not break `info`
             auto = f"numpy ({type(err).__name__} while probing)"
-        print(f"  {name:<14} backends: {', '.join(listed):<24} auto: {auto}")
+        print(f"  {name:<14} backends: {', '.join(listed):<30} auto: {auto}")
     print("backend 'auto': jax if JAX sees a GPU, else numba if installed and the model has one "
           "that runs the parameters, else numpy")
     print("optional packages:")
