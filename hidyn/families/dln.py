@@ -205,23 +205,35 @@ def saddle_to_saddle(spec: DLNSpec, times, *, X=None, y=None, beta_star=None, ma
                      tol: float = 1e-12):
     """The α → 0 jump process (Pesme & Flammarion 2023; dln.md §4) on an explicit instance.
 
-    ``time`` is the rescaled time τ = t/log(1/α) at which each plateau starts (τ = 0, then the jump
-    times); ``beta`` (time, i) is the plateau value, ``train_loss`` its train error and ``support_size``
-    its number of nonzeros.  The last plateau is the min-ℓ1 interpolator (δ < 1) or least squares.
+    ``time`` is the rescaled time τ = c·t/log(1/α) at which each plateau starts (τ = 0, then the jump
+    times), c = ``spec.clock`` (1 for uv, 2 for the pm parametrisation, whose clock runs twice as fast):
+    the jumps happen at t ≈ τ·log(1/α)/c, attr ``t_per_tau``.  ``beta`` (time, i) is the plateau value,
+    ``train_loss`` its train error and ``support_size`` its number of nonzeros.  The last plateau is
+    the min-ℓ1 interpolator (δ < 1) or least squares.
+
+    Inits (dln.md §2.2): ``pesme`` and ``pm`` (β₀ = 0, |Δ| = 2α² or 4α²) share this limit — the clock
+    ½·log(1/|Δ|) differs from log(1/α) by an O(1) shift only, which vanishes in τ as α → 0.
+    ``balanced`` (Δ = 0) freezes the signs at β > 0: the limit is then the sign-constrained jump process
+    (non-negative NNLS plateaus, ending at the minimum-Σβ non-negative interpolator), attr
+    ``sign_constraint``.
     """
     from hidyn.observables import dln_observables
     from hidyn.solvers.closed_form.dln_limits import saddle_to_saddle as jump_process
 
     X, y = _design(X, y)
-    out = jump_process(X, y, max_jumps=max_jumps, tol=tol)
+    nonneg = spec.init == "balanced"
+    out = jump_process(X, y, max_jumps=max_jumps, tol=tol, nonneg=nonneg)
     taus = np.concatenate([[0.0], out["taus"]])
     data = {"beta": (("time", "i"), out["betas"]), "train_loss": (("time",), out["train_loss"]),
             "support_size": (("time",), np.count_nonzero(out["betas"], axis=1))}
     if beta_star is not None:
         obs = dln_observables(out["betas"], np.asarray(beta_star, dtype=np.float64), spec.noise)
         data.update({k: (("time",), v) for k, v in obs.items()})
-    attrs = {"time": taus, "time_units": "t / log(1/alpha) (rescaled)", "n_jumps": int(out["n_jumps"]),
-             "converged": int(out["converged"])}
+    log_inv_alpha = float(np.log(1.0 / spec.init_scale))
+    attrs = {"time": taus, "time_units": "tau = clock * t / log(1/alpha) (rescaled)", "n_jumps": int(out["n_jumps"]),
+             "converged": int(out["converged"]), "clock": float(spec.clock),
+             "t_per_tau": log_inv_alpha / spec.clock if log_inv_alpha > 0 else float("nan"),
+             "sign_constraint": "beta >= 0 (balanced init, signs frozen)" if nonneg else "none"}
     return data, attrs
 
 

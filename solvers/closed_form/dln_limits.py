@@ -585,7 +585,7 @@ def _ols_limit(ratio, sparsity, teacher, noise, star2):
 # ----------------------------------------------------------------------------------------------------
 # 3. saddle-to-saddle jump process (α → 0)
 # ----------------------------------------------------------------------------------------------------
-def saddle_to_saddle(X, y, *, max_jumps: int | None = None, tol: float = 1e-12) -> dict:
+def saddle_to_saddle(X, y, *, max_jumps: int | None = None, tol: float = 1e-12, nonneg: bool = False) -> dict:
     """α → 0 limit of uv gradient flow from the `pesme` init, in rescaled time τ = t/log(1/α) (dln.md §4).
 
     The limit β(τ) is piecewise constant.  With s(τ) = −∫₀^τ g (g = Xᵀ(Xβ − y)/δ, δ = n/d), s ∈ [−1, 1]^d:
@@ -594,6 +594,12 @@ def saddle_to_saddle(X, y, *, max_jumps: int | None = None, tol: float = 1e-12) 
     the columns X_i·s_i.  Coordinates whose NNLS weight is 0 and whose gradient points inwards leave the
     boundary (and the support).  The process stops when g = 0: at the min-ℓ1 interpolator for n < d,
     at the least-squares solution for n ≥ d (full column rank).
+
+    ``nonneg=True`` is the limit from the `balanced` init (Δ = 0, β₀ = α² > 0: signs frozen, dln.md §10
+    pitfall 3).  Then β = α²e^{2z} with ż = −g, so in S = z/log(1/α) a coordinate activates only when
+    S_i reaches +1 (there is no lower boundary: S_i may decrease without bound while β_i stays ~0), the
+    active set is {i: S_i = 1} with b_i ≥ 0 (plain NNLS), and the process ends at the minimum-Σβ
+    non-negative interpolator (or the NNLS solution).  Same clock: the jump times in t are ≈ τ·log(1/α).
 
     Parameters
     ----------
@@ -604,6 +610,8 @@ def saddle_to_saddle(X, y, *, max_jumps: int | None = None, tol: float = 1e-12) 
     tol : float
         A gradient entry with |g_i| ≤ tol·max(1, max|Xᵀy|/δ) counts as 0 (jump times within a relative
         1e-9 of each other are simultaneous).
+    nonneg : bool
+        Sign-frozen (balanced-init) variant, see above.
 
     Returns
     -------
@@ -630,7 +638,7 @@ def saddle_to_saddle(X, y, *, max_jumps: int | None = None, tol: float = 1e-12) 
     def record():
         losses.append(float(np.mean((y - X @ beta) ** 2)))
         supports.append(np.flatnonzero(beta != 0))
-        actives.append(np.flatnonzero(np.abs(s) == 1.0))
+        actives.append(np.flatnonzero((s == 1.0) if nonneg else (np.abs(s) == 1.0)))
 
     record()
     converged = False
@@ -646,14 +654,17 @@ def saddle_to_saddle(X, y, *, max_jumps: int | None = None, tol: float = 1e-12) 
             dt = np.where(moving, (1.0 + np.sign(g) * s) / np.abs(g), np.inf)
         # a coordinate on the boundary pushed outwards stays there (its NNLS gradient is 0 up to rounding)
         dt = np.where(moving & (np.abs(s) == 1.0) & (np.sign(g) == -s), np.inf, dt)
+        if nonneg:                      # only the upper boundary S = +1 exists (reached when g < 0)
+            dt = np.where(g < 0, dt, np.inf)
         step = float(np.min(dt))
         if not np.isfinite(step):
             break
         hit = dt <= step * (1.0 + 1e-9) + 1e-300
         tau += step
-        s = np.clip(s - step * np.where(moving, g, 0.0), -1.0, 1.0)
+        s = s - step * np.where(moving, g, 0.0)
+        s = np.minimum(s, 1.0) if nonneg else np.clip(s, -1.0, 1.0)
         s[hit] = -np.sign(g[hit])
-        active = np.flatnonzero(np.abs(s) == 1.0)
+        active = np.flatnonzero(s == 1.0) if nonneg else np.flatnonzero(np.abs(s) == 1.0)
         beta = np.zeros(d)
         if active.size:
             cols = X[:, active] * s[active]
@@ -696,7 +707,8 @@ def jump_process_beta(result: dict, taus) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------------
 # 4. finite-d gradient flow at tiny α in rescaled time
 # ----------------------------------------------------------------------------------------------------
-def tiny_alpha_gradient_flow(X, y, *, alpha: float, taus, rtol: float = 1e-10) -> np.ndarray:
+def tiny_alpha_gradient_flow(X, y, *, alpha: float, taus, rtol: float = 1e-10,
+                             init: str = "pesme") -> np.ndarray:
     """Exact uv gradient flow from the `pesme` init (u₀ = √2α, v₀ = 0) at rescaled times τ = t/log(1/α).
 
     In the variable S = −(1/log(1/α))∫₀ᵗ g (dln.md §4) the flow is dS/dτ = −g(β), with
@@ -715,6 +727,9 @@ def tiny_alpha_gradient_flow(X, y, *, alpha: float, taus, rtol: float = 1e-10) -
         Non-decreasing rescaled times τ ≥ 0.
     rtol : float
         Relative tolerance of the integrator (absolute tolerance rtol/100 on S).
+    init : {"pesme", "balanced"}
+        ``"balanced"`` (u₀ = v₀ = α, Δ = 0): β = α²e^{2ℓS} = e^{2ℓ(S−1)} > 0 (signs frozen), the flow
+        whose α → 0 limit is ``saddle_to_saddle(..., nonneg=True)``.
 
     Returns
     -------
@@ -737,12 +752,19 @@ def tiny_alpha_gradient_flow(X, y, *, alpha: float, taus, rtol: float = 1e-10) -
     # integrator cannot overflow G·β
     clip = 300.0
 
+    if init not in ("pesme", "balanced"):
+        raise ValueError(f"init={init!r} is invalid: must be 'pesme' or 'balanced'")
+
     def beta_of(S):
+        if init == "balanced":
+            return np.exp(np.minimum(2.0 * ell * (S - 1.0), clip))
         a = np.abs(S)
         e = np.exp(np.minimum(2.0 * ell * (a - 1.0), clip))
         return 0.5 * np.sign(S) * e * (-np.expm1(-4.0 * ell * a))
 
     def dbeta(S):
+        if init == "balanced":
+            return 2.0 * ell * np.exp(np.minimum(2.0 * ell * (S - 1.0), clip))
         a = np.abs(S)
         e = np.exp(np.minimum(2.0 * ell * (a - 1.0), clip))
         return ell * e * (1.0 + np.exp(-4.0 * ell * a))

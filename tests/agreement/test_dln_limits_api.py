@@ -46,7 +46,8 @@ def test_saddle_to_saddle_and_interpolator_on_an_instance():
     beta_star[:2] = [1.0, -1.0]
     y = X @ beta_star
     s2s = hidyn.theory("dln", method="saddle_to_saddle", X=X, y=y, beta_star=beta_star)
-    assert s2s["time"].attrs["units"].startswith("t / log(1/alpha)")
+    assert s2s["time"].attrs["units"].startswith("tau = clock * t / log(1/alpha)")
+    assert s2s.attrs["sign_constraint"] == "none" and s2s.attrs["clock"] == 1.0
     assert np.all(np.diff(s2s["time"].values) > 0) and s2s["train_loss"].values[-1] < 1e-20
     assert np.all(np.diff(s2s["train_loss"].values) <= 1e-15)  # each plateau lowers the train error
     tiny = hidyn.theory("dln", method="interpolator", X=X, y=y, init_scale=1e-12, beta_star=beta_star)
@@ -54,3 +55,23 @@ def test_saddle_to_saddle_and_interpolator_on_an_instance():
     np.testing.assert_allclose(tiny["beta"].values[0], s2s["beta"].values[-1], atol=1e-6)
     with pytest.raises(ValueError, match="explicit instance"):
         hidyn.theory("dln", method="saddle_to_saddle")
+
+
+def test_saddle_to_saddle_clock_and_sign_frozen_balanced_init():
+    """pm parametrisation: same plateaus, jumps at half the time (t_per_tau halves); balanced init:
+    the sign-constrained process (β ≥ 0), different from the pesme one on a mixed-sign teacher."""
+    r = np.random.default_rng(1)
+    n, d = 12, 24
+    X = r.standard_normal((n, d)) / np.sqrt(d)
+    beta_star = np.zeros(d)
+    beta_star[:3] = [1.0, 0.5, -1.0]
+    y = X @ beta_star
+    kw = dict(method="saddle_to_saddle", X=X, y=y, init_scale=1e-3)
+    uv = hidyn.theory("dln", **kw)
+    pm = hidyn.theory("dln", parametrization="pm", **kw)
+    np.testing.assert_array_equal(pm["beta"].values, uv["beta"].values)
+    assert pm.attrs["t_per_tau"] == pytest.approx(uv.attrs["t_per_tau"] / 2) == pytest.approx(np.log(1e3) / 2)
+    bal = hidyn.theory("dln", init="balanced", **kw)
+    assert bal.attrs["sign_constraint"].startswith("beta >= 0")
+    assert np.all(bal["beta"].values >= 0) and uv["beta"].values.min() < 0
+    assert not np.allclose(bal["beta"].values[-1], uv["beta"].values[-1], atol=1e-3)
