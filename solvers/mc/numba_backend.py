@@ -595,8 +595,8 @@ def _dln_population_gd(wp, wm, beta_star, n_steps, c_lr):
 def _dln_online_steps(draws, wp, wm, beta_star, batch, noise, c_lr, prog_d, prog_b, stack):
     """Online SGD of one seed (dln_numpy.online_gradient, in its order of operations), in place.
 
-    draws (n_steps, 2B + d) float64: each step's normals [a (B), ξ (B), z (d)]; wp, wm, beta_star (d,)
-    of the working dtype; prog_d / prog_b: :func:`pairwise_program` of d and B terms; stack: float64
+    draws (n_steps, 2B + d): each step's normals [a (B), ξ (B), z (d)] in the working dtype (like wp, wm,
+    beta_star (d,)); prog_d / prog_b: :func:`pairwise_program` of d and B terms; stack: float64
     scratch.  Per step: one pass for ‖δ‖², one for z·δ, and one that updates w± and forms the next δ.
     """
     n_steps = draws.shape[0]
@@ -726,12 +726,12 @@ class DLNNumbaBackend(DLNNumpyBackend):
 
         def one(i):
             rng = state["rngs"][i]
-            buf = np.empty((per_chunk, width))
+            buf = np.empty((per_chunk, width), dtype=dt)
             stack = np.empty(self._stack)
             left = n
             while left:
                 k = min(per_chunk, left)
-                rng.standard_normal(out=buf[:k])
+                rng.standard_normal(out=buf[:k], dtype=dt)
                 _dln_online_steps(buf[:k], state["wp"][i], state["wm"][i], state["beta_star"][i], s.batch,
                                   float(s.noise), c_lr, self._prog_d, self._prog_b, stack)
                 left -= k
