@@ -7,7 +7,7 @@ For each family at d = 4096 with 64 seeds (``--quick``: d = 1024, 16 seeds), in 
   (the numbers touched per second) for the numpy reference, numba and jax backends, and a naive
   per-sample numpy loop (one seed, one fresh x per step, written independently of hidyn);
 * the machine's **ceilings**, measured in the same run: Gaussian-generator throughput (numpy PCG64
-  ``standard_normal``, float64, normals/s on one core and on all cores, one Generator per thread; the
+  ``standard_normal`` in the run's precision, normals/s on one core and on all cores, one Generator per thread; the
   all-core figure is measured again just before each online family, with bursts of the same work) and
   matvec bandwidth (``X @ v`` on a float64 matrix much larger than the caches, GB/s), and the
   throughput of ``jax.random.normal`` (threefry), the generator the jax backends are bound by;
@@ -41,8 +41,9 @@ FAMILIES = ("two_layer", "dln", "single_index")
 # --------------------------------------------------------------------------------------------------
 # ceilings
 # --------------------------------------------------------------------------------------------------
-def gauss_throughput(n_normals: int, threads: int, repeat: int, chunk: int = 1 << 20) -> float:
-    """Normals per second of PCG64 ``standard_normal`` (float64) with ``threads`` Generators at once.
+def gauss_throughput(n_normals: int, threads: int, repeat: int, chunk: int = 1 << 20,
+                     dtype: str = "float64") -> float:
+    """Normals per second of PCG64 ``standard_normal`` (in ``dtype``) with ``threads`` Generators at once.
 
     Each thread draws ``n_normals`` in chunks of ``chunk`` into one reused buffer (as the backends do:
     no page faults, no memory traffic beyond the caches), so a burst lasts as long as a backend's
@@ -50,12 +51,12 @@ def gauss_throughput(n_normals: int, threads: int, repeat: int, chunk: int = 1 <
     """
     gens = [np.random.Generator(np.random.PCG64(1000 + i)) for i in range(threads)]
     chunk = min(chunk, n_normals)
-    bufs = [np.empty(chunk) for _ in range(threads)]
+    bufs = [np.empty(chunk, dtype=dtype) for _ in range(threads)]
     n_chunks = max(1, n_normals // chunk)
 
     def work(g, b):
         for _ in range(n_chunks):
-            g.standard_normal(out=b)
+            g.standard_normal(out=b, dtype=b.dtype)
 
     best = 0.0
     for _ in range(repeat):
@@ -388,8 +389,8 @@ def main(argv=None):
     log(f"d = {d}, {seeds} seeds, {args.precision}, {threads} CPU threads; best of {args.repeat} bursts")
     reps = max(args.repeat, 5)        # the ceilings are cheap: more bursts, less sensitivity to load
     ceilings = {
-        "gauss normals/s, one core": gauss_throughput(1 << 22, 1, reps),
-        f"gauss normals/s, all cores ({threads})": gauss_throughput(1 << 22, threads, reps),
+        "gauss normals/s, one core": gauss_throughput(1 << 22, 1, reps, dtype=args.precision),
+        f"gauss normals/s, all cores ({threads})": gauss_throughput(1 << 22, threads, reps, dtype=args.precision),
         "matvec bandwidth GB/s": matvec_bandwidth((64 if quick else 256) << 20, d, reps) / 1e9,
     }
     jax_gauss = jax_gauss_throughput(1 << 22, reps, args.precision)
@@ -400,8 +401,8 @@ def main(argv=None):
         """The all-core generator ceiling, re-measured just before a family's bursts with the same
         number of normals per burst (a shared machine's load drifts during a run; on such a machine
         the all-core figure can come out below the one-core one, so the best of the two is kept)."""
-        value = max(gauss_throughput(max(total // threads, 1), threads, args.repeat),
-                    gauss_throughput(max(total // threads, 1), 1, 1))
+        value = max(gauss_throughput(max(total // threads, 1), threads, args.repeat, dtype=args.precision),
+                    gauss_throughput(max(total // threads, 1), 1, 1, dtype=args.precision))
         ceilings[f"gauss normals/s, all cores, before {family}"] = value
         log(f"  generator ceiling before {family}: {value:.4g} normals/s")
         return value
