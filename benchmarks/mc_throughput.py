@@ -7,8 +7,9 @@ For each family at d = 4096 with 64 seeds (``--quick``: d = 1024, 16 seeds), in 
   (the numbers touched per second) for the numpy reference, numba and jax backends, and a naive
   per-sample numpy loop (one seed, one fresh x per step, written independently of hidyn);
 * the machine's **ceilings**, measured in the same run: Gaussian-generator throughput (numpy PCG64
-  ``standard_normal`` in the run's precision, normals/s on one core and on all cores, one Generator per thread; the
-  all-core figure is measured again just before each online family, with bursts of the same work) and
+  ``standard_normal`` in the run's precision, normals/s on one core and on all cores, one Generator
+  per thread; the all-core figure is measured again just before each online family, with bursts of
+  the same work) and
   matvec bandwidth (``X @ v`` on a float64 matrix much larger than the caches, GB/s), and the
   throughput of ``jax.random.normal`` (threefry), the generator the jax backends are bound by;
 * the **ratios** of each backend to the numpy reference and to the naive loop, and the **fraction of
