@@ -34,6 +34,15 @@ def _run(cls, spec, chunks, seeds=(0, 3, 5), precision="float64"):
 CHUNKS = (1, 5, 300, 7, 400)
 
 
+def _assert_identical_runs(be_ref, ref, be_out, out, state_keys):
+    """The two runs' state arrays ``state_keys`` and every observable are equal bit for bit."""
+    for key in state_keys:
+        np.testing.assert_array_equal(out[key], ref[key], err_msg=key)
+    obs_ref, obs_out = be_ref.observe(ref), be_out.observe(out)
+    for key in obs_ref:
+        np.testing.assert_array_equal(obs_out[key], obs_ref[key], err_msg=key)
+
+
 @pytest.mark.parametrize("n", [1, 2, 7, 8, 9, 127, 128, 129, 255, 1000, 4097, 10_001])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_pairwise_reproduces_numpy_sum(n, dtype):
@@ -61,11 +70,7 @@ def test_bitwise_identical_to_exact_order_numpy(act, extra):
     assert nb.activation_is_bitwise(act)
     be_np, ref = _run(ExactOrderNumpy, spec, CHUNKS)
     be_nb, out = _run(nb.TwoLayerNumbaBackend, spec, CHUNKS)
-    np.testing.assert_array_equal(out["W"], ref["W"])
-    np.testing.assert_array_equal(out["v"], ref["v"])
-    obs_np, obs_nb = be_np.observe(ref), be_nb.observe(out)
-    for key in obs_np:
-        np.testing.assert_array_equal(obs_nb[key], obs_np[key])
+    _assert_identical_runs(be_np, ref, be_nb, out, ("W", "v"))
 
 
 def test_transcendental_activation_agrees_to_rounding_with_the_reference():
@@ -196,11 +201,7 @@ def test_dln_sgd_is_bitwise_the_numpy_reference(params):
     b = be.init(rng.seed_sequences(0, [0, 3, 5]))
     for c in (1, 50, 333):
         be.advance(b, c)
-    np.testing.assert_array_equal(b["wp"], a["wp"])
-    np.testing.assert_array_equal(b["wm"], a["wm"])
-    oa, ob = a_be.observe(a), be.observe(b)
-    for key in oa:
-        np.testing.assert_array_equal(ob[key], oa[key])
+    _assert_identical_runs(a_be, a, be, b, ("wp", "wm"))
 
 
 def test_dln_sgd_seed_alone_equals_seed_in_a_run_for_any_thread_count():
@@ -287,16 +288,10 @@ def test_single_index_is_bitwise_the_numpy_reference_on_the_same_stream(params):
     from hidyn.solvers.mc.single_index_numpy import SingleIndexNumpyBackend
 
     spec = models.get("single_index", d=300, **params)
-    runs = []
-    for cls in (SingleIndexNumpyBackend, nb.SingleIndexNumbaBackend):
-        be, state = _run(cls, spec, (1, 70, 300, 5, 700), seeds=(0, 4, 7))
-        runs.append((state, be.observe(state), be.attrs(state)))
-    (sa, a, aa), (sb, b, ba) = runs
-    for key in ("V", "alpha", "m", "s", "q", "hit"):
-        np.testing.assert_array_equal(sb[key], sa[key], err_msg=key)
-    for key in a:
-        np.testing.assert_array_equal(b[key], a[key], err_msg=key)
-    np.testing.assert_array_equal(ba["t_half"], aa["t_half"])
+    be_np, ref = _run(SingleIndexNumpyBackend, spec, (1, 70, 300, 5, 700), seeds=(0, 4, 7))
+    be_nb, out = _run(nb.SingleIndexNumbaBackend, spec, (1, 70, 300, 5, 700), seeds=(0, 4, 7))
+    _assert_identical_runs(be_np, ref, be_nb, out, ("V", "alpha", "m", "s", "q", "hit"))
+    np.testing.assert_array_equal(be_nb.attrs(out)["t_half"], be_np.attrs(ref)["t_half"])
 
 
 def test_single_index_agrees_with_theory_and_auto_picks_numba():
