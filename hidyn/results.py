@@ -46,6 +46,8 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "q": ("squared norm |w|^2", "1"),
     "cosine": ("cosine similarity m/sqrt(q)", "1"),
     "objective": ("population training objective", "1"),
+    "samples_seen": ("number of samples seen (steps * batch size)", "1"),
+    "mode_error": ("per-mode squared error (w_k - w*_k)^2 in the eigenbasis of Sigma", "1"),
 }
 
 FAMILY_VARIABLES: dict[str, dict[str, tuple[str, str]]] = {
@@ -60,9 +62,15 @@ FAMILY_VARIABLES: dict[str, dict[str, tuple[str, str]]] = {
     "single_index": {
         "test_loss": ("test error E[(g(tau nu) - sigma(lambda))^2]/2 (noise-free)", "1"),
     },
+    "linear": {
+        "test_loss": ("test error E(y - <w, x>)^2 = sum_k lambda_k (w_k - w*_k)^2 + sigma^2 (no 1/2, noise "
+                      "included)", "1"),
+        "train_loss": ("training error (1/n)|y - X w|^2 (no 1/2)", "1"),
+    },
 }
 
 DIMS = ("time", "seed", "k", "k_", "m", "m_", "time_", "d", "quantile")
+DIMS += ("mode",)
 
 
 def variable_attrs(name: str, model: str | None = None) -> dict:

@@ -1,0 +1,247 @@
+"""Linear family (docs/theory/linear.md): spec validation, the exact SGD recursion, the Marchenko–Pastur GD
+curves and the numpy Monte-Carlo backend.  Fast tests only (each well under a few seconds)."""
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+from scipy.integrate import quad
+
+import hidyn
+from hidyn.models.linear import LinearSpec, eigenvalues, lr_values, sgd_kernel_mass, sgd_stability_bound, \
+    teacher_coefficients
+from hidyn.solvers.closed_form.linear import gd_marchenko_pastur, mp_quadrature, sgd_recursion, volterra_loss
+
+
+def spec(**kw):
+    return hidyn.models.get("linear", **kw)
+
+
+# -- spec ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("kw, match", [
+    (dict(d=3, spectrum=[1.0, -0.5, 1.0]), r"spectrum\[1\]=-0.5 is invalid"),
+    (dict(d=3, spectrum=[1.0, np.inf, 1.0]), r"spectrum\[1\]=inf is invalid"),
+    (dict(d=3, spectrum=[1.0, 1.0]), r"spectrum has length 2, which is invalid: must be an array of d = 3"),
+    (dict(d=3, spectrum=[0.0, 0.0, 0.0]), r"all eigenvalues are 0"),
+    (dict(d=3, teacher=[1.0, 2.0]), r"teacher has length 2"),
+    (dict(d=3, teacher=[1.0, np.nan, 2.0]), r"teacher\[1\]=nan is invalid"),
+    (dict(batch_size=0), r"batch_size=0 is invalid: must be an integer in \[1, inf\]"),
+    (dict(algorithm="multipass_sgd", ratio=0.5, d=100, batch_size=51),
+     r"batch_size=51 is invalid: must be an integer in \[1, 50\]"),
+    (dict(lr=[0.1, np.nan]), r"lr\[1\]=nan is invalid"),
+    (dict(lr=[0.1, -0.1]), r"lr\[1\]=-0.1 is invalid"),
+    (dict(lr=-0.1), r"lr=-0.1 is invalid"),
+    (dict(lr={"schedule": "cosine", "lr": 0.1}), r"lr\['horizon'\] is required"),
+    (dict(lr={"schedule": "warp", "lr": 0.1}), r"lr\['schedule'\]='warp' is invalid"),
+    (dict(lr={"schedule": "step", "lr": 0.1, "every": 10, "factor": 2.0}), r"lr\['factor'\]=2.0 is invalid"),
+    (dict(ratio=1.0), r"ratio=1.0 is invalid with algorithm='sgd'"),
+    (dict(algorithm="gd"), r"ratio=None is invalid with algorithm='gd'"),
+    (dict(algorithm="gd", ratio=1.0, lr=[0.1, 0.1]), r"algorithm='gd': must be a constant"),
+    (dict(spectrum="flat"), r"spectrum='flat' is invalid"),
+])
+def test_bad_input_names_the_parameter(kw, match):
+    with pytest.raises(ValueError, match=match):
+        spec(**kw)
+
+
+def test_lr_beyond_stability_bound_warns_with_the_bound():
+    bound = 2.0 / 102.0
+    with pytest.warns(RuntimeWarning, match=r"exceeds the online-SGD stability bound η_max = 0.0196078"):
+        spec(d=100, spectrum="isotropic", teacher="isotropic", lr=0.03)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        spec(d=100, spectrum="isotropic", teacher="isotropic", lr=0.9 * bound)
+
+
+def test_spectrum_teacher_and_schedules():
+    s = spec(d=50, spectrum_exponent=2.0, teacher_exponent=1.2, normalization="trace")
+    lam = eigenvalues(s)
+    assert lam.sum() == pytest.approx(1.0) and lam[0] / lam[1] == pytest.approx(4.0)
+    w = teacher_coefficients(s)
+    k = np.arange(1, 51)
+    assert (lam * w ** 2).sum() == pytest.approx(1.0)
+    assert (lam * w ** 2)[0] / (lam * w ** 2)[9] == pytest.approx(10.0 ** 1.2)
+    assert teacher_coefficients(spec(teacher="isotropic")) is None
+    eta = lr_values(spec(lr={"schedule": "step", "lr": 0.2, "every": 3, "factor": 0.5}), 7)
+    np.testing.assert_allclose(eta, [0.2, 0.2, 0.2, 0.1, 0.1, 0.1, 0.05])
+    eta = lr_values(spec(lr={"schedule": "power", "lr": 0.2, "exponent": 1.0, "offset": 2.0}), 3)
+    np.testing.assert_allclose(eta, [0.2, 0.2 / 1.5, 0.2 / 2.0])
+    with pytest.raises(ValueError, match=r"lr has 3 per-step values, which is invalid for a run of 5 steps"):
+        lr_values(spec(lr=[0.1, 0.1, 0.1]), 5)
+
+
+def test_spec_round_trips_through_config_json():
+    s = spec(d=4, spectrum=[1.0, 0.5, 0.25, 0.0], teacher=[1.0, 0.0, 2.0, 1.0],
+             lr={"schedule": "cosine", "lr": 0.1, "horizon": 100}, noise=0.1)
+    back = hidyn.models.get("linear", **{k: v for k, v in __import__("json").loads(s.to_json()).items()
+                                          if k != "model"})
+    assert back.to_json() == s.to_json()
+
+
+# -- stability (linear.md §3) ------------------------------------------------------------------------------
+def test_stability_bound_isotropic_closed_form():
+    for d, B in [(10, 1), (100, 1), (100, 8)]:
+        # isotropic: κ(η) = (η/B)·d/(2 − η(1 + 1/B)) = 1  ⇔  η = 2B/(d + B + 1)
+        assert sgd_stability_bound(np.ones(d), B) == pytest.approx(2.0 * B / (d + B + 1), rel=1e-10)
+
+
+def test_stability_bound_separates_bounded_from_growing_loss():
+    lam = eigenvalues(spec(d=300))
+    top = sgd_stability_bound(lam, 4)
+    assert sgd_kernel_mass(top, lam, 4) == pytest.approx(1.0, rel=1e-9)
+    v0 = np.full(300, 1.0 / 300)
+    below = sgd_recursion(lam, v0, np.full(40000, 0.98 * top), 4, 0.1, [20000, 40000])["test_loss"]
+    stationary = 0.01 / (1.0 - sgd_kernel_mass(0.98 * top, lam, 4))         # σ²/(1 − κ), §3
+    assert below[1] == pytest.approx(stationary, rel=1e-3)
+    above = sgd_recursion(lam, v0, np.full(40000, 1.02 * top), 4, 0.1, [20000, 40000])
+    assert above["diverged_at_step"] > 0 or above["test_loss"][1] > 100 * above["test_loss"][0]
+
+
+# -- exact recursion (linear.md §2) ------------------------------------------------------------------------
+def test_recursion_equals_direct_expectation_over_rows():
+    """Eq. (2.5) against a brute-force mean over 100 000 independent runs that draw the full rows x_b =
+    √λ⊙z_b (not the backend's reduced draw), small d, B = 2, a varying schedule, with noise."""
+    rng = np.random.default_rng(1)
+    d, B, sig, S = 8, 2, 0.4, 100_000
+    lam = np.array([2.0, 1.0, 0.7, 0.5, 0.3, 0.2, 0.1, 0.0])
+    w_star = rng.standard_normal(d)
+    etas = [0.3, 0.2, 0.25]
+    w = np.zeros((S, d))
+    means, sems = [], []
+    for eta in etas:
+        X = rng.standard_normal((S, B, d)) * np.sqrt(lam)
+        y = X @ w_star + sig * rng.standard_normal((S, B))
+        r = np.einsum("sbd,sd->sb", X, w) - y
+        w = w - eta / B * np.einsum("sb,sbd->sd", r, X)
+        L = ((w - w_star) ** 2) @ lam + sig ** 2
+        means.append(L.mean())
+        sems.append(L.std() / math.sqrt(S))
+    th = sgd_recursion(lam, w_star ** 2, etas, B, sig, [1, 2, 3])["test_loss"]
+    assert np.all(np.abs(np.array(means) - th) < 4 * np.array(sems)), (means, th, sems)
+    # power: without the Gaussian fourth-moment excess (1 + 1/B → 1 in a_k, eq. 2.4) it is rejected
+    v, wrong = w_star ** 2, []
+    for eta in etas:
+        loss = lam @ v + sig ** 2
+        v = (1 - 2 * eta * lam + eta ** 2 * lam ** 2) * v + eta ** 2 / B * lam * loss
+        wrong.append(lam @ v + sig ** 2)
+    assert np.max(np.abs(np.array(means) - wrong) / np.array(sems)) > 10
+
+
+def test_volterra_form_equals_recursion():
+    lam = eigenvalues(spec(d=60))
+    v0 = teacher_coefficients(spec(d=60)) ** 2
+    L = volterra_loss(lam, v0, 0.3, 3, 0.2, 400)
+    rec = sgd_recursion(lam, v0, np.full(400, 0.3), 3, 0.2, np.arange(401))["test_loss"]
+    np.testing.assert_allclose(L, rec, rtol=1e-11)
+
+
+def test_recursion_per_mode_and_divergence_flag():
+    s = spec(d=30, per_mode=True, noise=0.1)
+    th = hidyn.theory(s, times=[0, 10, 100])
+    assert th["mode_error"].dims == ("time", "mode") and th["mode_error"].shape == (3, 30)
+    lam = eigenvalues(s)
+    np.testing.assert_allclose((th["mode_error"].values @ lam) + 0.01, th["test_loss"].values, rtol=1e-12)
+    with pytest.warns(RuntimeWarning):
+        bad = spec(d=100, spectrum="isotropic", lr=0.05)
+    with pytest.warns(RuntimeWarning, match="diverged at step"):
+        th = hidyn.theory(bad, times=np.arange(0, 5001, 100))
+    assert th.attrs["diverged_at"] > 0 and np.isnan(th["test_loss"].values[-1])
+
+
+def test_recursion_speed_scale_is_linear():
+    """The compiled loop equals a plain numpy loop of eq. (2.5) at d = 10⁴ (the speed itself is measured
+    in benchmarks/linear_recursion.py, not asserted)."""
+    lam = np.arange(1, 10_001, dtype=np.float64) ** -1.5
+    v = np.full(10_000, 1e-4)
+    out = sgd_recursion(lam, v, np.full(2000, 0.2), 2, 0.1, [2000])
+    for _ in range(2000):
+        v = (1 - 0.4 * lam + 0.04 * 1.5 * lam ** 2) * v + 0.02 * lam * (lam @ v + 0.01)
+    assert out["test_loss"][0] == pytest.approx(lam @ v + 0.01, rel=1e-12) and out["diverged_at_step"] == -1
+
+
+# -- Marchenko–Pastur GD (linear.md §6) ---------------------------------------------------------------------
+@pytest.mark.parametrize("gamma", [0.5, 1.0, 2.0])
+def test_mp_quadrature_moments(gamma):
+    x, w = mp_quadrature(gamma)
+    mass = min(1.0, 1.0 / gamma)
+    assert w.sum() == pytest.approx(mass, rel=1e-10)
+    assert (w * x).sum() == pytest.approx(1.0, rel=1e-10)                  # (1/d) tr Σ̂ → 1
+    assert (w * x * x).sum() == pytest.approx(1.0 + gamma, rel=1e-10)      # (1/d) tr Σ̂² → 1 + γ
+
+
+@pytest.mark.parametrize("ratio", [0.5, 1.0, 2.0])
+def test_mp_curves_against_adaptive_quadrature(ratio):
+    gamma = 1.0 / ratio
+    lo, hi = (1 - math.sqrt(gamma)) ** 2, (1 + math.sqrt(gamma)) ** 2
+
+    def dens(x):
+        return math.sqrt(max((hi - x) * (x - lo), 0.0)) / (2 * math.pi * gamma * x)
+
+    eta, sig, e0 = 0.3, 0.5, 1.3
+    out = gd_marchenko_pastur(ratio, eta, [0, 7, 200], e0_norm2=e0, noise=sig)
+    atom = max(0.0, 1.0 - ratio)
+    for j, k in enumerate([0, 7, 200]):
+        bias = quad(lambda x: (1 - eta * x) ** (2 * k) * dens(x), lo, hi, limit=200, epsabs=1e-13)[0] + atom
+        var = quad(lambda x: (1 - (1 - eta * x) ** k) ** 2 / x * dens(x), lo, hi, limit=200, epsabs=1e-13)[0]
+        assert out["test_loss"][j] == pytest.approx(sig ** 2 + e0 * bias + sig ** 2 * gamma * var, rel=1e-7)
+
+
+def test_mp_curves_match_one_large_instance():
+    """Self-averaging: (1/d)tr f(Σ̂) of one d = 800 instance equals the MP integrals to O(1/d)."""
+    rng = np.random.default_rng(3)
+    d, ratio, eta, k = 800, 2.0, 0.2, 30
+    n = int(ratio * d)
+    X = rng.standard_normal((n, d))
+    s = np.linalg.eigvalsh(X.T @ X / n)
+    q = (1 - eta * s) ** k
+    inst_bias = np.mean(q ** 2)
+    inst_var = np.mean((1 - q) ** 2 / s) / ratio
+    th = gd_marchenko_pastur(ratio, eta, [k], e0_norm2=1.0, noise=1.0)["test_loss"][0]
+    assert 1.0 + inst_bias + inst_var == pytest.approx(th, abs=20.0 / d)
+
+
+def test_overtraining_peak_at_ratio_one():
+    """With noise, the late-time GD test loss is worst at n = d, and at ratio 1 it rises after a minimum."""
+    late = {r: gd_marchenko_pastur(r, 0.2, [50000], noise=0.5)["test_loss"][0] for r in (0.5, 1.0, 2.0)}
+    assert late[1.0] > late[0.5] and late[1.0] > late[2.0]
+    th = hidyn.theory("linear", algorithm="gd", ratio=1.0, spectrum="isotropic", teacher="isotropic", noise=0.5,
+                      lr=0.2, t_max=5000.0)
+    loss = th["test_loss"].values
+    assert 0 < th.attrs["early_stop_time"] < 5000.0 and loss[-1] > th.attrs["early_stop_loss"] + 0.1
+
+
+def test_gd_theory_not_implemented_for_general_spectrum():
+    with pytest.raises(NotImplementedError, match="no theory method"):
+        hidyn.theory("linear", algorithm="gd", ratio=2.0, spectrum="power_law", lr=0.1, t_max=10.0)
+    with pytest.raises(NotImplementedError, match="no theory method"):
+        hidyn.theory("linear", algorithm="multipass_sgd", ratio=2.0, lr=0.1, t_max=10.0)
+
+
+# -- Monte-Carlo backend -------------------------------------------------------------------------------------
+def test_mc_schema_reproducibility_and_seed_extension():
+    kw = dict(d=40, noise=0.2, batch_size=3, lr=0.2, t_max=50, n_times=6, per_mode=True)
+    a = hidyn.simulate("linear", seeds=3, **kw)
+    b = hidyn.simulate("linear", seeds=[2], **kw)
+    # seed i draws the same stream in any run (rounding of the seed-vectorised reductions aside)
+    np.testing.assert_allclose(a["test_loss"].values[2], b["test_loss"].values[0], rtol=1e-12)
+    assert a["mode_error"].dims == ("seed", "time", "mode")
+    lam = eigenvalues(spec(d=40))
+    np.testing.assert_allclose(a["mode_error"].values @ lam + 0.04, a["test_loss"].values, rtol=1e-12)
+    np.testing.assert_allclose(a["samples_seen"].values[0], a["time"].values * 3)
+
+
+@pytest.mark.parametrize("algorithm", ["gd", "multipass_sgd"])
+def test_fixed_set_initial_train_loss(algorithm):
+    """At w = 0 the train loss is (1/n)‖y‖² and its mean over seeds is the signal variance plus σ²."""
+    sim = hidyn.simulate("linear", d=50, ratio=2.0, algorithm=algorithm, noise=0.5, lr=0.1, batch_size=4,
+                         t_max=5.0, n_times=3, seeds=20)
+    assert sim["train_loss"].values[:, 0].mean() == pytest.approx(1.25, abs=4 * 1.25 * math.sqrt(2 / 2000))
+    assert np.all(sim["train_loss"].values[:, -1] < sim["train_loss"].values[:, 0])
+
+
+def test_mc_divergence_is_flagged_not_silent():
+    with pytest.warns(RuntimeWarning):
+        sim = hidyn.simulate("linear", d=50, spectrum="isotropic", lr=0.2, t_max=3000, n_times=10, seeds=2)
+    assert np.all(sim.attrs["diverged_at"] > 0)
