@@ -1,0 +1,71 @@
+"""Differentiable exact SGD recursion of the linear family in JAX (docs/theory/linear.md §8).
+
+The recursion of linear.md eq. (2.5) as a ``jax.lax.scan`` over the per-step learning rates, so that
+``jax.grad`` of the final test loss with respect to the whole schedule (and to the batch size, treated
+as a real number through 1/B) is exact.  Float64 inside a scoped ``jax.enable_x64(True)``; the global
+JAX configuration is never changed.  jax is imported inside the functions.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["loss_curve", "final_loss_and_grad"]
+
+
+def _curve(jnp, lax, lam, v0, lrs, inv_batch, noise2):
+    c = 1.0 + inv_batch
+
+    def step(v, eta):
+        loss = noise2 + jnp.dot(lam, v)
+        v = (1.0 - 2.0 * eta * lam + eta * eta * c * lam * lam) * v + (eta * eta * inv_batch * loss) * lam
+        return v, loss
+
+    v_end, losses = lax.scan(step, v0, lrs)
+    return jnp.concatenate([losses, (noise2 + jnp.dot(lam, v_end))[None]])
+
+
+def loss_curve(lam, v0, lrs, batch, noise: float) -> np.ndarray:
+    """Expected test loss L_0 … L_K of online SGD (eq. 2.5) for the schedule ``lrs`` (K,), via JAX.
+
+    ``batch`` may be a real number ≥ 1 (it enters only through 1/B).  Equals
+    :func:`hidyn.solvers.closed_form.linear.sgd_recursion` to rounding.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    with jax.enable_x64(True):
+        out = jax.jit(_curve, static_argnums=(0, 1))(jnp, jax.lax, jnp.asarray(lam, jnp.float64),
+                                                     jnp.asarray(v0, jnp.float64), jnp.asarray(lrs, jnp.float64),
+                                                     1.0 / float(batch), float(noise) ** 2)
+        return np.asarray(out)
+
+
+def final_loss_and_grad(lam, v0, batch, noise: float, *, log: bool = True, wrt_batch: bool = False):
+    """A compiled function ``f(lrs) -> (value, d value/d lrs)`` of the final loss L_K (or log L_K).
+
+    With ``wrt_batch=True`` the function is ``f(lrs, B) -> (value, (d/d lrs, d/d B))``, B a real number.
+    The returned function converts to and from numpy float64 (for scipy.optimize) and runs inside
+    ``jax.enable_x64(True)``.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    with jax.enable_x64(True):
+        lam_j = jnp.asarray(lam, jnp.float64)
+        v0_j = jnp.asarray(v0, jnp.float64)
+        noise2 = float(noise) ** 2
+
+        def objective(lrs, b):
+            final = _curve(jnp, jax.lax, lam_j, v0_j, lrs, 1.0 / b, noise2)[-1]
+            return jnp.log(final) if log else final
+
+        vg = jax.jit(jax.value_and_grad(objective, argnums=(0, 1) if wrt_batch else 0))
+
+    def f(lrs, b=None):
+        with jax.enable_x64(True):
+            val, grad = vg(jnp.asarray(lrs, jnp.float64), jnp.asarray(float(batch if b is None else b), jnp.float64))
+            if wrt_batch:
+                return float(val), (np.asarray(grad[0], dtype=np.float64), float(grad[1]))
+            return float(val), np.asarray(grad, dtype=np.float64)
+
+    return f
