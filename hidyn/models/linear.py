@@ -220,9 +220,14 @@ class LinearSpec(ModelSpec):
         if self.algorithm == "sgd":
             bound = sgd_stability_bound(lam, self.batch_size)
             if top >= bound:
-                warnings.warn(f"lr={top:.6g} exceeds the online-SGD stability bound η_max = {bound:.6g} for "
-                              f"batch_size={self.batch_size} and this spectrum (linear.md §3): the loss will "
-                              f"grow geometrically", RuntimeWarning, stacklevel=4)
+                what = (f"lr={top:.6g}" if isinstance(self.lr, float) else
+                        f"the largest scheduled lr ({top:.6g})")
+                consequence = ("the loss will grow geometrically" if isinstance(self.lr, float) else
+                               "held constant it would diverge; a short excursion can be harmless, and a "
+                               "divergence is detected and reported")
+                warnings.warn(f"{what} exceeds the online-SGD stability bound η_max = {bound:.6g} for "
+                              f"batch_size={self.batch_size} and this spectrum (linear.md §3): {consequence}",
+                              RuntimeWarning, stacklevel=4)
         elif self.algorithm == "gd" and self.is_isotropic:
             # λ_max(Σ̂) → λ(1 + √(d/n))² in the proportional limit (linear.md §6)
             bound = 2.0 / (float(lam[0]) * (1.0 + math.sqrt(self.d / self.n)) ** 2)

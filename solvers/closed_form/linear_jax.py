@@ -24,6 +24,9 @@ def _curve(jnp, lax, lam, v0, lrs, inv_batch, noise2):
     return jnp.concatenate([losses, (noise2 + jnp.dot(lam, v_end))[None]])
 
 
+_JITTED = None
+
+
 def loss_curve(lam, v0, lrs, batch, noise: float) -> np.ndarray:
     """Expected test loss L_0 … L_K of online SGD (eq. 2.5) for the schedule ``lrs`` (K,), via JAX.
 
@@ -33,10 +36,12 @@ def loss_curve(lam, v0, lrs, batch, noise: float) -> np.ndarray:
     import jax
     import jax.numpy as jnp
 
+    global _JITTED
     with jax.enable_x64(True):
-        out = jax.jit(_curve, static_argnums=(0, 1))(jnp, jax.lax, jnp.asarray(lam, jnp.float64),
-                                                     jnp.asarray(v0, jnp.float64), jnp.asarray(lrs, jnp.float64),
-                                                     1.0 / float(batch), float(noise) ** 2)
+        if _JITTED is None:   # one jitted wrapper per process: recompiles only for new shapes
+            _JITTED = jax.jit(lambda *a: _curve(jnp, jax.lax, *a))
+        out = _JITTED(jnp.asarray(lam, jnp.float64), jnp.asarray(v0, jnp.float64), jnp.asarray(lrs, jnp.float64),
+                      jnp.asarray(1.0 / float(batch), jnp.float64), jnp.asarray(float(noise) ** 2, jnp.float64))
         return np.asarray(out)
 
 
