@@ -67,8 +67,7 @@ def main(quick: bool = False, out: str | Path = "out") -> dict:
     hidyn.save(sim_all, out / "linear_batch_size_sgd.nc")
     table = xr.Dataset({"final_loss": ("batch", opt["final_loss"]), "best_lr": ("batch", opt["best_lr"]),
                         "lr_max": ("batch", opt["lr_max"])}, coords={"batch": grid},
-                       attrs={"samples": samples, "optimal_batch": opt["optimal_batch"], "fitted_exponent": slope,
-                              "predicted_exponent": pred["dominant"]})
+                       attrs={"samples": samples, "optimal_batch": opt["optimal_batch"]})
     table.to_netcdf(out / "linear_batch_size_optimum.nc", engine="h5netcdf")
     return {"optimum": opt, "simulations": sim_all}
 
