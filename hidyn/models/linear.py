@@ -126,7 +126,8 @@ class LinearSpec(ModelSpec):
     """
 
     model: ClassVar[str] = "linear"
-    backends: ClassVar[dict[str, str]] = {"numpy": "hidyn.solvers.mc.linear_numpy:LinearNumpyBackend"}
+    backends: ClassVar[dict[str, str]] = {"numpy": "hidyn.solvers.mc.linear_numpy:LinearNumpyBackend",
+                                          "jax": "hidyn.solvers.mc.linear_jax:LinearJaxBackend"}
 
     d: int = 1000
     spectrum: Any = "power_law"
