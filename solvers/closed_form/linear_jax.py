@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["loss_curve", "final_loss_and_grad"]
+__all__ = ["loss_curve", "final_loss_and_grad", "gd_mp_curve"]
 
 
 def _curve(jnp, lax, lam, v0, lrs, inv_batch, noise2):
@@ -74,3 +74,44 @@ def final_loss_and_grad(lam, v0, batch, noise: float, *, log: bool = True, wrt_b
             return float(val), np.asarray(grad, dtype=np.float64)
 
     return f
+
+
+def gd_mp_curve(ratio: float, lrs, *, e0_norm2: float = 1.0, noise: float = 0.0, n_nodes: int = 2000):
+    """Full-batch GD test and train loss for Σ = I in the proportional regime with any step schedule, in JAX.
+
+    Eqs. (6.2)–(6.3) of linear.md hold for a schedule η_0 … η_{K−1} with (1 − ηx)^k replaced by
+    P_k(x) = Π_{j<k}(1 − η_j x) (the iterates stay polynomials in Σ̂), so the curves are the same
+    one-dimensional Marchenko–Pastur integrals.  Differentiable in the schedule (``jax.grad``); with a
+    constant schedule it equals :func:`hidyn.solvers.closed_form.linear.gd_marchenko_pastur`.
+
+    Returns
+    -------
+    (test_loss, train_loss) : two ndarrays (K + 1,) — or JAX arrays when called under a JAX transform.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    from hidyn.solvers.closed_form.linear import mp_quadrature
+
+    gamma = 1.0 / ratio
+    x_np, w_np = mp_quadrature(gamma, n_nodes)
+    atom = max(0.0, 1.0 - ratio)
+    cont = min(1.0, ratio)
+    g1 = min(1.0, gamma)
+    with jax.enable_x64(True):
+        x = jnp.asarray(x_np)
+        w = jnp.asarray(w_np)
+        lrs = jnp.asarray(lrs, jnp.float64)
+
+        def step(p, eta):
+            p = p * (1.0 - eta * x)
+            return p, p
+
+        _, ps = jax.lax.scan(step, jnp.ones_like(x), lrs)
+        ps = jnp.concatenate([jnp.ones_like(x)[None], ps])                     # P_k(x), (K + 1, nodes)
+        q2 = ps * ps
+        test = noise ** 2 + e0_norm2 * (q2 @ w + atom) + noise ** 2 * gamma * (((1.0 - ps) ** 2 / x) @ w)
+        train = e0_norm2 * ((x * q2) @ w) + noise ** 2 * ((1.0 - g1) + g1 * (q2 @ w) / cont)
+        if isinstance(test, jax.core.Tracer):
+            return test, train
+        return np.asarray(test), np.asarray(train)

@@ -317,3 +317,22 @@ def test_optimize_schedule_beats_constant_and_cosine():
     assert opt["final_loss"] < float(cos.test_loss[-1])
     with pytest.raises(ValueError, match="algorithm='gd' is invalid for optimize_schedule"):
         hidyn.optimize_schedule("linear", steps=10, algorithm="gd", ratio=1.0, lr=0.1)
+
+
+def test_gd_mp_curve_with_schedule_is_differentiable():
+    jax = pytest.importorskip("jax")
+    from hidyn.solvers.closed_form.linear_jax import gd_mp_curve
+
+    test, train = gd_mp_curve(1.0, np.full(50, 0.2), e0_norm2=1.3, noise=0.5)
+    ref = gd_marchenko_pastur(1.0, 0.2, np.arange(51), e0_norm2=1.3, noise=0.5)
+    np.testing.assert_allclose(test, ref["test_loss"], rtol=1e-10)
+    np.testing.assert_allclose(train, ref["train_loss"], rtol=1e-10)
+    lrs = np.linspace(0.3, 0.1, 40)
+    with jax.enable_x64(True):
+        g = jax.grad(lambda e: gd_mp_curve(2.0, e, noise=0.5)[0][-1])(jax.numpy.asarray(lrs))
+    h = 1e-6
+    up, down = lrs.copy(), lrs.copy()
+    up[10] += h
+    down[10] -= h
+    fd = (gd_mp_curve(2.0, up, noise=0.5)[0][-1] - gd_mp_curve(2.0, down, noise=0.5)[0][-1]) / (2 * h)
+    assert float(g[10]) == pytest.approx(fd, rel=1e-6)
