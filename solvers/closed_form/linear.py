@@ -17,7 +17,7 @@ import math
 import numpy as np
 
 __all__ = ["sgd_recursion", "volterra_loss", "gd_marchenko_pastur", "mp_quadrature", "power_law_exponents",
-           "compute_optimal_batch", "BLOWUP_FACTOR"]
+           "compute_optimal_batch", "random_features_reduction", "BLOWUP_FACTOR"]
 
 #: the recursion stops (and reports the step) once the loss exceeds this factor times its start
 BLOWUP_FACTOR = 1e8
@@ -222,3 +222,35 @@ def compute_optimal_batch(lam, v0, samples: int, batch_sizes, *, noise: float = 
     loss = np.array(loss)
     return {"batch_sizes": Bs, "best_lr": np.array(best), "final_loss": loss, "lr_max": np.array(bound),
             "optimal_batch": int(Bs[int(np.argmin(loss))])}
+
+
+def random_features_reduction(W, x_eigenvalues, target, noise: float = 0.0) -> dict:
+    """Map linear random features on Gaussian data exactly onto the linear family (linear.md §11).
+
+    Model: x ~ N(0, diag(x_eigenvalues)) in R^v, features φ = Wᵀx ∈ R^d (W of shape (v, d)), target
+    y = ⟨target, x⟩ + σξ, predictor ⟨θ, φ⟩ trained by SGD from θ = 0.  Because (φ, y) are jointly
+    Gaussian, y = ⟨θ*, φ⟩ + ε with θ* = K⁺WᵀD·target (K = WᵀDW) and ε ~ N(0, σ² + L*) *independent* of φ,
+    L* = targetᵀD·target − θ*ᵀKθ* the approximation error.  In the eigenbasis K = U diag(λ) Uᵀ, SGD on the
+    random-features model is therefore SGD on the linear model with spectrum λ, teacher Uᵀθ* and label noise
+    √(σ² + L*), in law and at every (v, d); its test loss E(y − ⟨θ, φ⟩)² is the linear family's test_loss.
+
+    Returns
+    -------
+    dict
+        ``spectrum`` (d,), ``teacher`` (d,), ``noise`` (effective), ``approximation_error`` L*.
+    """
+    W = np.asarray(W, dtype=np.float64)
+    D = np.asarray(x_eigenvalues, dtype=np.float64)
+    b = np.asarray(target, dtype=np.float64)
+    K = W.T @ (D[:, None] * W)
+    lam, U = np.linalg.eigh(K)
+    lam = np.clip(lam, 0.0, None)
+    order = np.argsort(lam)[::-1]
+    lam, U = lam[order], U[:, order]
+    c = U.T @ (W.T @ (D * b))                      # = Λ θ̃*
+    keep = lam > lam.max() * 1e-13
+    theta = np.where(keep, c / np.where(keep, lam, 1.0), 0.0)
+    approx = float(b @ (D * b) - np.sum(lam * theta ** 2))
+    approx = max(approx, 0.0)
+    return {"spectrum": lam, "teacher": theta, "noise": math.sqrt(noise ** 2 + approx),
+            "approximation_error": approx}

@@ -336,3 +336,33 @@ def test_gd_mp_curve_with_schedule_is_differentiable():
     down[10] -= h
     fd = (gd_mp_curve(2.0, up, noise=0.5)[0][-1] - gd_mp_curve(2.0, down, noise=0.5)[0][-1]) / (2 * h)
     assert float(g[10]) == pytest.approx(fd, rel=1e-6)
+
+
+def test_random_features_reduce_exactly_to_the_linear_family():
+    """Brute-force SGD on φ = Wᵀx (x ∈ R^12, d = 5 features, 10⁵ runs) vs the recursion of the reduced spec."""
+    from hidyn.solvers.closed_form.linear import random_features_reduction
+
+    rng = np.random.default_rng(5)
+    v, d, B, sig, S = 12, 5, 2, 0.2, 100_000
+    D = np.arange(1, v + 1) ** -1.2
+    b = np.arange(1, v + 1) ** -0.8
+    W = rng.standard_normal((v, d)) / np.sqrt(d)
+    red = random_features_reduction(W, D, b, sig)
+    assert red["approximation_error"] > 0.01
+    theta = np.zeros((S, d))
+    etas = [0.4, 0.3, 0.3, 0.2]
+    means, sems = [], []
+    for eta in etas:
+        x = rng.standard_normal((S, B, v)) * np.sqrt(D)
+        y = x @ b + sig * rng.standard_normal((S, B))
+        phi = x @ W
+        r = np.einsum("sbd,sd->sb", phi, theta) - y
+        theta = theta - eta / B * np.einsum("sb,sbd->sd", r, phi)
+        err = b[None, :] - theta @ W.T                    # exact test loss E(y − ⟨θ, φ⟩)² per run
+        L = (err ** 2) @ D + sig ** 2
+        means.append(L.mean())
+        sems.append(L.std() / np.sqrt(S))
+    th = sgd_recursion(red["spectrum"], red["teacher"] ** 2, etas, B, red["noise"], [1, 2, 3, 4])["test_loss"]
+    assert np.all(np.abs(np.array(means) - th) < 4 * np.array(sems)), (means, th)
+    s = spec(d=d, spectrum=red["spectrum"], teacher=red["teacher"], noise=red["noise"], lr=0.1)
+    assert float(hidyn.theory(s, times=[0]).test_loss[0]) == pytest.approx(b @ (D * b) + sig ** 2, rel=1e-10)
