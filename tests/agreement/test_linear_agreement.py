@@ -6,7 +6,7 @@
 * the power of the recursion check against a wrong theory is tested in tests/unit/test_linear.py with
   10⁵ brute-force runs (few-seed means of this right-skewed loss cannot separate a 2–8 % error).
 
-Run with ``pytest tests/agreement/test_linear.py -s`` to see the tables.
+Run with ``pytest tests/agreement/test_linear_agreement.py -s`` to see the tables.
 """
 from __future__ import annotations
 
