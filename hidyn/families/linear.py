@@ -81,9 +81,10 @@ def recursion(spec: LinearSpec, times, **options):
 def marchenko_pastur(spec: LinearSpec, times, *, n_nodes: int = 2000):
     """Full-batch GD train/test loss for isotropic Σ = cI, d → ∞ at n/d = ratio (linear.md §6).
 
-    ``times`` are t = η·k.  Returns ``test_loss``, ``train_loss``, ``samples_seen`` (= k·n/d·d is not
-    meaningful at d = ∞, so it is k·ratio: gradient rows per dimension); attrs ``early_stop_time`` (the
-    saved time of least test loss) and ``early_stop_loss``.
+    ``times`` are t = η·k.  Returns ``test_loss``, ``train_loss`` and ``samples_seen`` = k·n (rows read,
+    n = round(ratio·d) at the spec's d, as recorded by the Monte-Carlo; the curves themselves are the
+    d → ∞ limit and do not depend on d); attrs ``early_stop_time`` (the saved time of least test loss)
+    and ``early_stop_loss``.
     """
     from hidyn.solvers.closed_form.linear import gd_marchenko_pastur
 
@@ -105,7 +106,7 @@ def marchenko_pastur(spec: LinearSpec, times, *, n_nodes: int = 2000):
     attrs = {"time": t, "early_stop_time": float(t[j]), "early_stop_loss": float(out["test_loss"][j]),
              "setting": "proportional regime d, n -> inf, n/d = ratio (Marchenko-Pastur)"}
     data = {"test_loss": (("time",), out["test_loss"]), "train_loss": (("time",), out["train_loss"]),
-            "samples_seen": (("time",), steps.astype(np.float64) * spec.ratio)}
+            "samples_seen": (("time",), steps.astype(np.float64) * spec.n)}
     return data, attrs
 
 
