@@ -21,7 +21,7 @@ import numpy as np
 
 from hidyn.models.linear import LinearSpec, eigenvalues, lr_values, teacher_coefficients
 
-__all__ = ["LinearNumpyBackend", "draw_teacher_and_init", "online_step_direction"]
+__all__ = ["LinearNumpyBackend", "draw_teacher_and_init"]
 
 
 def draw_teacher_and_init(spec: LinearSpec, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -34,31 +34,6 @@ def draw_teacher_and_init(spec: LinearSpec, rng: np.random.Generator) -> tuple[n
     s = spec.init_scale or 0.0
     w0 = (s / math.sqrt(spec.d)) * rng.standard_normal(spec.d) if s > 0 else np.zeros(spec.d)
     return w_star, w0
-
-
-def online_step_direction(u: np.ndarray, draws: np.ndarray, batch: int, noise: float) -> np.ndarray:
-    """Σ_b z_b r_b for one seed, drawn exactly in law (module docstring); shape (d,).
-
-    Parameters
-    ----------
-    u : ndarray (d,)
-        √λ ⊙ (w − w*).
-    draws : ndarray (2B + d,)
-        Standard normals [a (B), ξ (B), z (d)].
-    batch : int
-    noise : float
-        σ.
-    """
-    B = batch
-    norm = math.sqrt(float(np.dot(u, u)))
-    a = draws[:B]
-    r = norm * a - noise * draws[B:2 * B]
-    z = draws[2 * B:]
-    if norm == 0.0:
-        return math.sqrt(float(np.dot(r, r))) * z
-    uh = u / norm
-    return uh * (float(np.dot(r, a)) - math.sqrt(float(np.dot(r, r))) * float(np.dot(z, uh))) \
-        + math.sqrt(float(np.dot(r, r))) * z
 
 
 class LinearNumpyBackend:
