@@ -173,17 +173,64 @@ def drift(Q, R, v, T, A, activation, *, lr, lr_second=0.0, train_second_layer=Fa
 # ----------------------------------------------------------------------------------------------
 # integration
 # ----------------------------------------------------------------------------------------------
-class _System:
-    """Flat-state packing (upper triangle of Q, R, v if trained) and the RHS closure."""
+#: above this many I4 terms (K² (K+M)²) the compiled erf contraction runs on numba's thread pool
+_PARALLEL_TERMS = 200_000
 
-    def __init__(self, T, v0, A, K, M, act, lr, lr_second, train, noise, batch_size, n_nodes=None):
+
+def _erf_kernel(K):
+    """The compiled erf drift (solvers/ode/_erf_kernels.py), imported lazily (numba is not imported by
+    ``import hidyn``).  Returns ``f(omega, c, lr, lr_second, train, noise, batch_size, dQ, dR, dv)``."""
+    from hidyn.solvers.ode import _erf_kernels as ek
+
+    quad = np.empty((K, K))
+    if K * K * K * K < _PARALLEL_TERMS:
+        def run(omega, c, lr, lr_second, train, noise, batch_size, dQ, dR, dv):
+            ek.erf_drift_serial(omega, c, K, lr, lr_second, train, noise, batch_size, dQ, dR, dv, quad)
+    else:
+        pi, pk = (x.astype(np.intp) for x in np.triu_indices(K))
+
+        def run(omega, c, lr, lr_second, train, noise, batch_size, dQ, dR, dv):
+            ek.erf_drift_parallel(omega, c, K, lr, lr_second, train, noise, batch_size, dQ, dR, dv, quad,
+                                  pi, pk)
+    return run
+
+
+def _t_inverse(T):
+    """T⁻¹ if T is safely invertible (condition number < 1e10), else None (no Schur variables)."""
+    try:
+        cond = np.linalg.cond(T)
+    except np.linalg.LinAlgError:
+        return None
+    if not np.isfinite(cond) or cond > 1e10:
+        return None
+    tinv = np.linalg.inv(T)
+    return 0.5 * (tinv + tinv.T)
+
+
+class _System:
+    """Flat-state packing and the RHS closure.
+
+    The state is (upper triangle of X, R, v if trained) where X is either Q (``variables="overlaps"``)
+    or the Schur complement S = Q − R T⁻¹ Rᵀ of T in Ω (``variables="schur"``).  Ω = [[Q, R], [Rᵀ, T]]
+    is PSD iff S is (T ≻ 0), and S obeys dS/dt = D S + S Dᵀ + (η²/B) N with N ⪰ 0 (the Stein form of
+    §3: the first-order drift of each student is a combination of field vectors, the η² term a Gram
+    matrix), so the small eigenvalues of S decay *in proportion to themselves*.  Integrating S makes the
+    solver's error control act on S directly (absolute error ~atol) instead of on Q and R separately,
+    whose cancellation Q − R T⁻¹ Rᵀ carries an absolute error ~rtol·|Q|: near convergence to the teacher
+    (S → 0, the boundary of the cone) the overlap variables leave the PSD cone (issue #17: ReLU,
+    Q − R² = −3e−7 at K = 1), the Schur variables do not (beyond ~atol, clipped and recorded in
+    :func:`solve`).
+    """
+
+    def __init__(self, T, v0, A, K, M, act, lr, lr_second, train, noise, batch_size, n_nodes=None,
+                 variables="overlaps"):
         self.T, self.v0, self.A, self.K, self.M = T, v0, A, K, M
         self.act, self.lr, self.lr_second, self.train = act, lr, lr_second, train
         self.noise, self.batch_size, self.n_nodes = noise, batch_size, n_nodes
         self.iu = np.triu_indices(K)
         self.nq = self.iu[0].size
         self.nr = K * M
-        # Ω = z[omega_idx] with z = (y[:nq + nr], T.ravel()): one gather per RHS call
+        # Ω = z[omega_idx] with z = (Q[iu], R.ravel(), T.ravel()): one gather per RHS call
         pos_q = np.empty((K, K), dtype=np.intp)
         pos_q[self.iu] = np.arange(self.nq)
         pos_q[self.iu[1], self.iu[0]] = np.arange(self.nq)
@@ -194,43 +241,104 @@ class _System:
         self.iu_flat = self.iu[0] * K + self.iu[1]
         self.n_state = self.nq + self.nr + (K if train else 0)
         self.c_frozen = None if train else np.concatenate((v0, -A))  # constant when v is frozen
+        if variables not in ("overlaps", "schur"):
+            raise ValueError(f"variables={variables!r} is invalid: must be 'overlaps' or 'schur'")
+        self.tinv = _t_inverse(np.asarray(T, dtype=np.float64)) if variables == "schur" else None
+        if variables == "schur" and self.tinv is None:
+            variables = "overlaps"  # singular T: the Schur complement is undefined
+        self.variables = variables
+        self.fast = _erf_kernel(K) if getattr(act, "name", None) == "erf" else None
+        if self.fast is not None:
+            self._dQ, self._dR, self._dv = np.empty((K, K)), np.empty((K, M)), np.empty(K)
+
+    # -- change of variables ------------------------------------------------------------------
+    def _rtr(self, R):
+        """R T⁻¹ Rᵀ for R of shape (..., K, M)."""
+        return R @ self.tinv @ np.swapaxes(R, -1, -2)
 
     def pack(self, Q, R, v):
-        parts = [Q[self.iu], R.ravel()]
+        Q = np.asarray(Q, dtype=np.float64)
+        R = np.asarray(R, dtype=np.float64)
+        X = Q - self._rtr(R) if self.variables == "schur" else Q
+        parts = [X[self.iu], R.ravel()]
         if self.train:
             parts.append(np.zeros(self.K) if v is None else v)
         return np.concatenate(parts)
 
-    def unpack(self, y):
-        """y (..., n_state) -> Q (..., K, K), R (..., K, M), v (..., K)."""
+    def unpack(self, y, *, project=False):
+        """y (..., n_state) -> Q (..., K, K), R (..., K, M), v (..., K).
+
+        With ``project`` (Schur variables only) negative eigenvalues of S are clipped to 0 first and
+        ``(n_clipped, min_eigenvalue)`` is returned as a fourth item: n_clipped counts the rows whose S
+        had an eigenvalue < 0, min_eigenvalue is the most negative one (0.0 if none).
+        """
         K, M = self.K, self.M
         lead = y.shape[:-1]
-        Q = np.empty(lead + (K, K))
-        Q[..., self.iu[0], self.iu[1]] = y[..., :self.nq]
-        Q[..., self.iu[1], self.iu[0]] = y[..., :self.nq]
+        X = np.empty(lead + (K, K))
+        X[..., self.iu[0], self.iu[1]] = y[..., :self.nq]
+        X[..., self.iu[1], self.iu[0]] = y[..., :self.nq]
         R = y[..., self.nq:self.nq + self.nr].reshape(lead + (K, M))
         if self.train:
             v = y[..., self.nq + self.nr:]
         else:
             v = np.broadcast_to(self.v0, lead + (K,)).copy()
+        n_clip, lam_min = 0, 0.0
+        if self.variables == "schur":
+            if project:
+                ok = np.all(np.isfinite(X), axis=(-1, -2))
+                lam, vec = np.linalg.eigh(np.where(ok[..., None, None], X, 0.0))
+                neg = ok & (lam[..., 0] < 0.0)
+                n_clip = int(np.count_nonzero(neg))
+                lam_min = float(np.min(lam[..., 0][neg])) if n_clip else 0.0
+                fixed = (vec * np.maximum(lam, 0.0)[..., None, :]) @ np.swapaxes(vec, -1, -2)
+                X = np.where(neg[..., None, None], 0.5 * (fixed + np.swapaxes(fixed, -1, -2)), X)
+            Q = X + self._rtr(R)
+            Q = 0.5 * (Q + np.swapaxes(Q, -1, -2))
+        else:
+            Q = X
+        if project:
+            return Q, R, v, (n_clip, lam_min)
         return Q, R, v
 
+    # -- right-hand side ----------------------------------------------------------------------
+    def _drift(self, om, v):
+        c = self.c_frozen if self.c_frozen is not None else np.concatenate((v, -self.A))
+        if self.fast is not None:
+            if not np.isfinite(om).all():  # after a blow-up: NaN, detected by integrate()
+                nan = np.full(self.K, np.nan)
+                return np.full((self.K, self.K), np.nan), np.full((self.K, self.M), np.nan), nan
+            self.fast(om, c, self.lr, self.lr_second, self.train, self.noise, self.batch_size,
+                      self._dQ, self._dR, self._dv)
+            return self._dQ, self._dR, (self._dv if self.train else None)
+        return _drift_core(om, v, self.A, self.K, self.act, self.lr, self.lr_second, self.train,
+                           self.noise, self.batch_size, self.n_nodes, c=c)
+
     def rhs(self, t, y):
-        nqr = self.nq + self.nr
-        om = np.concatenate((y[:nqr], self.t_flat))[self.omega_idx]
+        nq, nqr = self.nq, self.nq + self.nr
         v = y[nqr:] if self.train else self.v0
-        dQ, dR, dv = _drift_core(om, v, self.A, self.K, self.act, self.lr, self.lr_second, self.train,
-                                 self.noise, self.batch_size, self.n_nodes, c=self.c_frozen)
+        if self.variables == "schur":
+            R = y[nq:nqr].reshape(self.K, self.M)
+            rt = R @ self.tinv                              # R T⁻¹  (K, M)
+            q_up = y[:nq] + (rt @ R.T)[self.iu]
+            om = np.concatenate((q_up, y[nq:nqr], self.t_flat))[self.omega_idx]
+            dQ, dR, dv = self._drift(om, v)
+            # dS = dQ − dR T⁻¹ Rᵀ − R T⁻¹ dRᵀ
+            cross = dR @ rt.T
+            dX = dQ - cross - cross.T
+        else:
+            om = np.concatenate((y[:nqr], self.t_flat))[self.omega_idx]
+            dX, dR, dv = self._drift(om, v)
         out = np.empty(self.n_state)
-        out[:self.nq] = dQ.ravel()[self.iu_flat]
-        out[self.nq:nqr] = dR.ravel()
+        out[:nq] = dX.ravel()[self.iu_flat]
+        out[nq:nqr] = dR.ravel()
         if self.train:
             out[nqr:] = dv
         return out
 
 
 def solve(Q0, R0, T, v0, A, activation, times, *, lr, lr_second=0.0, train_second_layer=False,
-          noise=0.0, batch_size=1, method="DOP853", rtol=1e-10, atol=1e-12, n_nodes=None) -> dict:
+          noise=0.0, batch_size=1, method="DOP853", rtol=1e-10, atol=1e-12, n_nodes=None,
+          variables="auto") -> dict:
     """Integrate the two-layer order-parameter ODEs (teacher_student.md §3) and evaluate ε_g (§5).
 
     Parameters
@@ -259,6 +367,12 @@ def solve(Q0, R0, T, v0, A, activation, times, *, lr, lr_second=0.0, train_secon
         atol ≤ 1e-12 (note §7).
     n_nodes : int, optional
         Quadrature nodes for activations without closed forms.
+    variables : {"auto", "schur", "overlaps"}
+        Integrated variables: ``"schur"`` integrates the Schur complement S = Q − R T⁻¹ Rᵀ with R (and
+        v), which keeps Ω = [[Q, R], [Rᵀ, T]] in the PSD cone up to ~atol (see :class:`_System`);
+        ``"overlaps"`` integrates Q itself.  ``"auto"`` (default) chooses ``"schur"`` unless T is
+        singular (condition number > 1e10).  At the save times a negative eigenvalue of S (round-off
+        or ~atol) is clipped to 0 and recorded (``psd_clipped``, ``psd_min_eigenvalue``).
 
     Returns
     -------
@@ -266,7 +380,11 @@ def solve(Q0, R0, T, v0, A, activation, times, *, lr, lr_second=0.0, train_secon
         ``time`` (n_t,), ``Q`` (n_t, K, K), ``R`` (n_t, K, M), ``v`` (n_t, K), ``test_loss`` (n_t,)
         = ε_g without noise, ``train_loss`` (n_t,) = ε_g + σ²/2, and ``info``: netCDF-safe attributes
         (solver, rtol, atol, nfev, status, message, diverged_at (−1 if none), model, activation, lr,
-        lr_second, train_second_layer (0/1), noise, batch_size, K, M).  After a divergence (a
+        lr_second, train_second_layer (0/1), noise, batch_size, K, M, variables, psd_clipped (number of
+        save times whose S had a negative eigenvalue, clipped to 0), psd_min_eigenvalue (the most
+        negative one before clipping, 0.0 if none), test_loss_clipped (number of save times whose ε_g,
+        evaluated from the projected overlaps, was negative by round-off and set to 0) and
+        test_loss_min_raw (the most negative such value, 0.0 if none)).  After a divergence (a
         RuntimeWarning is issued) the remaining rows are NaN.
 
     Raises
@@ -285,17 +403,30 @@ def solve(Q0, R0, T, v0, A, activation, times, *, lr, lr_second=0.0, train_secon
         raise ValueError("times must be non-decreasing")
     rtol = _check_real(rtol, "rtol", low=0.0, low_open=True)
     atol = _check_real(atol, "atol", low=0.0, low_open=True)
+    if variables not in ("auto", "schur", "overlaps"):
+        raise ValueError(f"variables={variables!r} is invalid: must be 'auto', 'schur' or 'overlaps'")
     K, M = R0.shape
-    sys_ = _System(T, v0, A, K, M, act, lr, lr_second, train, noise, batch_size, n_nodes)
+    sys_ = _System(T, v0, A, K, M, act, lr, lr_second, train, noise, batch_size, n_nodes,
+                   variables="overlaps" if variables == "overlaps" else "schur")
+    if variables == "schur" and sys_.variables != "schur":
+        raise ValueError("variables='schur' needs an invertible T (condition number <= 1e10)")
     res = integrate(sys_.rhs, sys_.pack(Q0, R0, v0), times, method=method, rtol=rtol, atol=atol,
                     name=f"two_layer ODE (K={K}, M={M}, {act.name}, lr={lr:g})")
-    Q, R, v = sys_.unpack(res.y)
+    Q, R, v, (n_clip, lam_min) = sys_.unpack(res.y, project=True)
     bad = ~np.all(np.isfinite(res.y), axis=1)
     v[bad] = np.nan
     test = np.atleast_1d(two_layer_test_loss(Q, R, T, v, A, act, check=False))
+    # ε_g = ½E[(ŷ − y)²] ≥ 0 on the PSD cone; a difference of O(1) closed-form terms can still round
+    # to a tiny negative number at the teacher: clip and record (never report a negative ε_g)
+    neg = test < 0.0
+    n_neg = int(np.count_nonzero(neg))
+    eg_min = float(np.min(test[neg])) if n_neg else 0.0
+    test = np.where(neg, 0.0, test)
     info = dict(res.info)
     info.update(model="two_layer", theory="ode", activation=str(act.name), lr=lr, lr_second=lr_second,
-                train_second_layer=int(train), noise=noise, batch_size=batch_size, K=int(K), M=int(M))
+                train_second_layer=int(train), noise=noise, batch_size=batch_size, K=int(K), M=int(M),
+                variables=sys_.variables, psd_clipped=n_clip, psd_min_eigenvalue=lam_min,
+                test_loss_clipped=n_neg, test_loss_min_raw=eg_min)
     return {"time": res.t, "Q": Q, "R": R, "v": v, "test_loss": test,
             "train_loss": np.atleast_1d(two_layer_train_loss(test, noise)), "info": info}
 

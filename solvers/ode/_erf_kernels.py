@@ -1,0 +1,169 @@
+"""Compiled (numba) right-hand side of the two-layer ODEs for g = erf(x/√2) (teacher_student.md §3, §4.1).
+
+Imported lazily by :mod:`hidyn.solvers.ode.two_layer` (numba must not be imported by ``import hidyn``).
+
+Why a separate kernel: the generic path builds the full I4 tensor, K²(K+M)² closed forms from gathered
+copies, and then contracts it with the output weights.  Here every contraction is done *while* the
+integrals are formed, so memory is O((K+M)²) and nothing of size K²(K+M)² ever exists:
+
+* S3(i, b) = Σ_c c_c I3(i, b, c).  With d_a = 1 + Ω_aa the closed form of §4.1 factorises as
+  I3(i, b, c) = w_ic [d_i Ω_bc − Ω_ib Ω_ic] with w_ic = (2/π) / (d_i √(d_i d_c − Ω_ic²)), hence
+  S3(i, b) = d_i (W Ω)_ib − Ω_ib Σ_c (W)_ic Ω_ic with W_ic = c_c w_ic: O(K (K+M)²) work.
+* quad(i, k) = Σ_ab c_a c_b I4(i, k, a, b) = E[g'(u_i) g'(u_k) Δ²].  For erf, g'(x) = √(2/π) e^{−x²/2},
+  so g'(u_i) g'(u_k) is a Gaussian tilt: with S = {i, k}, M_S = I₂ + Ω_SS and the tilted covariance
+  C̃ = Ω − Ω_{·S} M_S⁻¹ Ω_{S·},
+      I4(i, k, a, b) = (4/π²) det(M_S)^{−1/2} arcsin(C̃_ab / √((1 + C̃_aa)(1 + C̃_bb))),
+  which is the Λ-form of §4.1 (Λ4 = det M_S, Λ0 = Λ4 C̃_ab, Λ1 = Λ4 (1 + C̃_aa)).  Per pair (i ≤ k) the
+  kernel forms the O(K+M) vectors of the rank-2 update once and then sums the (K+M)(K+M+1)/2 arcsines
+  of the upper triangle (a ≤ b, doubling off-diagonal terms): K(K+1)/2 · (K+M)(K+M+1)/2 arcsines in all,
+  a quarter of the full tensor, and O(K+M) scratch per pair.
+
+The arcsine count is irreducible for exact results (the argument is a non-separable function of
+(i, k, a, b)); it is the bottleneck at large K (see benchmarks/two_layer_ode.py).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+_TWO_OVER_PI = 2.0 / math.pi
+_FOUR_OVER_PI2 = 4.0 / math.pi ** 2
+
+
+@njit(cache=True, nogil=True)
+def _asin_clip(x):
+    # pitfall 10 of the note: round-off may push |x| a hair above 1
+    if x > 1.0:
+        x = 1.0
+    elif x < -1.0:
+        x = -1.0
+    return math.asin(x)
+
+
+@njit(cache=True, nogil=True)
+def _quad_pair(omega, c, i, k, p, q, r):
+    """Σ_ab c_a c_b I4(i, k, a, b) for one student pair; p, q, r are (L,) scratch arrays."""
+    L = omega.shape[0]
+    m11 = 1.0 + omega[i, i]
+    m22 = 1.0 + omega[k, k]
+    m12 = omega[i, k]
+    det = m11 * m22 - m12 * m12
+    inv_det = 1.0 / det
+    for a in range(L):
+        x = omega[a, i]
+        y = omega[a, k]
+        # (p_a, q_a) = M_S⁻¹ (Ω_ai, Ω_ak): the tilted covariance is Ω_ab − (Ω_ai p_b + Ω_ak q_b)
+        p[a] = (m22 * x - m12 * y) * inv_det
+        q[a] = (m11 * y - m12 * x) * inv_det
+        r[a] = 1.0 / math.sqrt(1.0 + omega[a, a] - x * p[a] - y * q[a])
+    total = 0.0
+    for a in range(L):
+        ca = c[a]
+        xa = omega[a, i]
+        ya = omega[a, k]
+        ra = r[a]
+        # diagonal a == b: C̃_aa r_a²
+        caa = omega[a, a] - xa * p[a] - ya * q[a]
+        s = 0.5 * ca * _asin_clip(caa * ra * ra)
+        for b in range(a + 1, L):
+            ctil = omega[a, b] - xa * p[b] - ya * q[b]
+            s += c[b] * _asin_clip(ctil * ra * r[b])
+        total += ca * s
+    return 2.0 * total * _FOUR_OVER_PI2 / math.sqrt(det)
+
+
+@njit(cache=True, nogil=True)
+def _quad_serial(omega, c, K, out):
+    L = omega.shape[0]
+    p = np.empty(L)
+    q = np.empty(L)
+    r = np.empty(L)
+    for i in range(K):
+        for k in range(i, K):
+            val = _quad_pair(omega, c, i, k, p, q, r)
+            out[i, k] = val
+            out[k, i] = val
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _quad_parallel(omega, c, K, pairs_i, pairs_k, out):
+    L = omega.shape[0]
+    n = pairs_i.size
+    for t in prange(n):
+        p = np.empty(L)
+        q = np.empty(L)
+        r = np.empty(L)
+        i = pairs_i[t]
+        k = pairs_k[t]
+        val = _quad_pair(omega, c, i, k, p, q, r)
+        out[i, k] = val
+        out[k, i] = val
+
+
+@njit(cache=True, nogil=True)
+def _s3(omega, c, K, out):
+    """S3(i, b) = Σ_c c_c I3(i, b, c), shape (K, L) (module docstring)."""
+    L = omega.shape[0]
+    wrow = np.empty(L)
+    for i in range(K):
+        di = 1.0 + omega[i, i]
+        diag_sum = 0.0
+        for cc in range(L):
+            dc = 1.0 + omega[cc, cc]
+            oic = omega[i, cc]
+            w = c[cc] * _TWO_OVER_PI / (di * math.sqrt(di * dc - oic * oic))
+            wrow[cc] = w
+            diag_sum += w * oic
+        for b in range(L):
+            acc = 0.0
+            for cc in range(L):
+                acc += wrow[cc] * omega[b, cc]
+            out[i, b] = di * acc - omega[i, b] * diag_sum
+
+
+@njit(cache=True, nogil=True)
+def erf_drift_serial(omega, c, K, lr, lr_second, train, noise, batch_size, dQ, dR, dv, quad):
+    """Fill dQ (K, K), dR (K, M), dv (K,) for erf from Ω (L, L) and c = (v, −A); serial I4 contraction."""
+    _quad_serial(omega, c, K, quad)
+    finish(omega, c, K, lr, lr_second, train, noise, batch_size, dQ, dR, dv, quad)
+
+
+@njit(cache=True, nogil=True)
+def finish(omega, c, K, lr, lr_second, train, noise, batch_size, dQ, dR, dv, quad):
+    L = omega.shape[0]
+    M = L - K
+    s3 = np.empty((K, L))
+    _s3(omega, c, K, s3)
+    eta2 = lr * lr / batch_size
+    sig2 = noise * noise
+    for i in range(K):
+        di = 1.0 + omega[i, i]
+        vi = c[i]
+        for k in range(K):
+            vk = c[k]
+            qv = quad[i, k]
+            if sig2 > 0.0:
+                dk = 1.0 + omega[k, k]
+                # J2(i, k) = (2/π) / √(d_i d_k − Ω_ik²)   (§4.1)
+                qv += sig2 * _TWO_OVER_PI / math.sqrt(di * dk - omega[i, k] * omega[i, k])
+            dQ[i, k] = eta2 * vi * vk * qv - lr * (vi * s3[i, k] + vk * s3[k, i])
+        for n in range(M):
+            dR[i, n] = -lr * vi * s3[i, K + n]
+        if train:
+            acc = 0.0
+            for a in range(L):
+                da = 1.0 + omega[a, a]
+                acc += c[a] * _TWO_OVER_PI * _asin_clip(omega[i, a] / math.sqrt(di * da))
+            dv[i] = -lr_second * acc
+
+
+def erf_drift_parallel(omega, c, K, lr, lr_second, train, noise, batch_size, dQ, dR, dv, quad, pairs_i,
+                       pairs_k):
+    """As :func:`erf_drift_serial` with the I4 contraction spread over threads (pairs i ≤ k).
+
+    A Python function: the threaded kernel keeps its own ``parallel=True`` compilation this way.
+    """
+    _quad_parallel(omega, c, K, pairs_i, pairs_k, quad)
+    finish(omega, c, K, lr, lr_second, train, noise, batch_size, dQ, dR, dv, quad)
