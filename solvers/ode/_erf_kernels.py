@@ -124,13 +124,6 @@ def _s3(omega, c, K, out):
 
 
 @njit(cache=True, nogil=True)
-def erf_drift_serial(omega, c, K, lr, lr_second, train, noise, batch_size, dQ, dR, dv, quad):
-    """Fill dQ (K, K), dR (K, M), dv (K,) for erf from Ω (L, L) and c = (v, −A); serial I4 contraction."""
-    _quad_serial(omega, c, K, quad)
-    finish(omega, c, K, lr, lr_second, train, noise, batch_size, dQ, dR, dv, quad)
-
-
-@njit(cache=True, nogil=True)
 def finish(omega, c, K, lr, lr_second, train, noise, batch_size, dQ, dR, dv, quad):
     L = omega.shape[0]
     M = L - K
@@ -159,11 +152,120 @@ def finish(omega, c, K, lr, lr_second, train, noise, batch_size, dQ, dR, dv, qua
             dv[i] = -lr_second * acc
 
 
-def erf_drift_parallel(omega, c, K, lr, lr_second, train, noise, batch_size, dQ, dR, dv, quad, pairs_i,
-                       pairs_k):
-    """As :func:`erf_drift_serial` with the I4 contraction spread over threads (pairs i ≤ k).
+# ------------------------------------------------------------------------------------------------
+# the whole flat-state right-hand side (state packing of two_layer._System) in one compiled call:
+# at small K the cost of a right-hand side is the number of Python/numpy calls, not the flops
+# ------------------------------------------------------------------------------------------------
+@njit(cache=True, nogil=True)
+def build_omega(y, K, M, iu0, iu1, tmat, tinv, schur, train, v0, A, omega, c, rt):
+    """Ω (L, L), c = (v, −A) (L,) and, with Schur variables, rt = R T⁻¹ (K, M) from the flat state y.
+
+    y = (upper triangle of X, R row-major, v if trained) with X = Q or S = Q − R T⁻¹ Rᵀ.
+    """
+    nq = iu0.size
+    for n in range(K):
+        for m in range(M):
+            omega[n, K + m] = y[nq + n * M + m]
+            omega[K + m, n] = y[nq + n * M + m]
+    for n in range(M):
+        for m in range(M):
+            omega[K + n, K + m] = tmat[n, m]
+    for t in range(nq):
+        omega[iu0[t], iu1[t]] = y[t]
+    if schur:
+        for n in range(K):
+            for m in range(M):
+                acc = 0.0
+                for p in range(M):
+                    acc += y[nq + n * M + p] * tinv[p, m]
+                rt[n, m] = acc
+        for t in range(nq):
+            i = iu0[t]
+            k = iu1[t]
+            acc = 0.0
+            for m in range(M):
+                acc += rt[i, m] * y[nq + k * M + m]
+            omega[i, k] += acc
+    for t in range(nq):
+        omega[iu1[t], iu0[t]] = omega[iu0[t], iu1[t]]
+    for i in range(K):
+        c[i] = y[nq + K * M + i] if train else v0[i]
+    for m in range(M):
+        c[K + m] = -A[m]
+
+
+@njit(cache=True, nogil=True)
+def finish_flat(omega, c, K, M, lr, lr_second, train, noise, batch_size, quad, rt, schur, iu0, iu1, out):
+    """dX (packed upper triangle; dS = dQ − dR T⁻¹ Rᵀ − R T⁻¹ dRᵀ with Schur variables), dR, dv into out."""
+    dQ = np.empty((K, K))
+    dR = np.empty((K, M))
+    dv = np.empty(K)
+    finish(omega, c, K, lr, lr_second, train, noise, batch_size, dQ, dR, dv, quad)
+    nq = iu0.size
+    for t in range(nq):
+        i = iu0[t]
+        k = iu1[t]
+        val = dQ[i, k]
+        if schur:
+            for m in range(M):
+                val -= dR[i, m] * rt[k, m] + rt[i, m] * dR[k, m]
+        out[t] = val
+    for n in range(K):
+        for m in range(M):
+            out[nq + n * M + m] = dR[n, m]
+    if train:
+        for i in range(K):
+            out[nq + K * M + i] = dv[i]
+
+
+@njit(cache=True, nogil=True)
+def _unpack_args(ints, floats, iu, tt, va):
+    K, M = ints[0], ints[1]
+    return (K, M, iu[0], iu[1], tt[0], tt[1], ints[2] != 0, ints[3] != 0, va[:K], va[K:], floats[0], floats[1],
+            floats[2], floats[3])
+
+
+@njit(cache=True, nogil=True)
+def rhs_serial(y, out, ints, floats, iu, tt, va):
+    """The flat-state right-hand side for erf, serial (small K).
+
+    Few arguments on purpose (numba's dispatch costs ~0.3 µs per argument, comparable to the kernel at
+    K = 2): ints = (K, M, schur, train), floats = (η, η_v, σ, B), iu (2, K(K+1)/2) the upper-triangle
+    indices, tt (2, M, M) = (T, T⁻¹), va = (v0, A).
+    """
+    K, M, iu0, iu1, tmat, tinv, schur, train, v0, A, lr, lr_second, noise, batch_size = \
+        _unpack_args(ints, floats, iu, tt, va)
+    L = K + M
+    omega, c, rt, quad = np.empty((L, L)), np.empty(L), np.empty((K, M)), np.empty((K, K))
+    build_omega(y, K, M, iu0, iu1, tmat, tinv, schur, train, v0, A, omega, c, rt)
+    _quad_serial(omega, c, K, quad)
+    finish_flat(omega, c, K, M, lr, lr_second, train, noise, batch_size, quad, rt, schur, iu0, iu1, out)
+
+
+@njit(cache=True, nogil=True)
+def _rhs_before(y, ints, floats, iu, tt, va):
+    K, M, iu0, iu1, tmat, tinv, schur, train, v0, A, lr, lr_second, noise, batch_size = \
+        _unpack_args(ints, floats, iu, tt, va)
+    L = K + M
+    omega, c, rt = np.empty((L, L)), np.empty(L), np.empty((K, M))
+    build_omega(y, K, M, iu0, iu1, tmat, tinv, schur, train, v0, A, omega, c, rt)
+    return omega, c, rt
+
+
+@njit(cache=True, nogil=True)
+def _rhs_after(out, ints, floats, iu, tt, va, omega, c, rt, quad):
+    K, M, iu0, iu1, tmat, tinv, schur, train, v0, A, lr, lr_second, noise, batch_size = \
+        _unpack_args(ints, floats, iu, tt, va)
+    finish_flat(omega, c, K, M, lr, lr_second, train, noise, batch_size, quad, rt, schur, iu0, iu1, out)
+
+
+def rhs_parallel(y, out, ints, floats, iu, tt, va):
+    """As :func:`rhs_serial` with the I4 contraction on numba's thread pool (large K).
 
     A Python function: the threaded kernel keeps its own ``parallel=True`` compilation this way.
     """
-    _quad_parallel(omega, c, K, pairs_i, pairs_k, quad)
-    finish(omega, c, K, lr, lr_second, train, noise, batch_size, dQ, dR, dv, quad)
+    omega, c, rt = _rhs_before(y, ints, floats, iu, tt, va)
+    K = int(ints[0])
+    quad = np.empty((K, K))
+    _quad_parallel(omega, c, K, iu[0], iu[1], quad)
+    _rhs_after(out, ints, floats, iu, tt, va, omega, c, rt, quad)

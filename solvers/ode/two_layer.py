@@ -177,21 +177,25 @@ def drift(Q, R, v, T, A, activation, *, lr, lr_second=0.0, train_second_layer=Fa
 _PARALLEL_TERMS = 200_000
 
 
-def _erf_kernel(K):
-    """The compiled erf drift (solvers/ode/_erf_kernels.py), imported lazily (numba is not imported by
-    ``import hidyn``).  Returns ``f(omega, c, lr, lr_second, train, noise, batch_size, dQ, dR, dv)``."""
+def _erf_rhs(sys_):
+    """The compiled flat-state erf right-hand side of ``sys_`` (solvers/ode/_erf_kernels.py), imported
+    lazily (``import hidyn`` must not import numba).  Returns ``f(y, out)``."""
     from hidyn.solvers.ode import _erf_kernels as ek
 
-    quad = np.empty((K, K))
-    if K * K * K * K < _PARALLEL_TERMS:
-        def run(omega, c, lr, lr_second, train, noise, batch_size, dQ, dR, dv):
-            ek.erf_drift_serial(omega, c, K, lr, lr_second, train, noise, batch_size, dQ, dR, dv, quad)
-    else:
-        pi, pk = (x.astype(np.intp) for x in np.triu_indices(K))
+    K, M = sys_.K, sys_.M
+    L = K + M
+    kern = ek.rhs_serial if K * K * L * L < _PARALLEL_TERMS else ek.rhs_parallel
+    schur = sys_.variables == "schur"
+    ints = np.array([K, M, int(schur), int(bool(sys_.train))], dtype=np.int64)
+    floats = np.array([sys_.lr, sys_.lr_second, sys_.noise, sys_.batch_size], dtype=np.float64)
+    iu = np.ascontiguousarray(np.stack(sys_.iu).astype(np.int64))
+    tmat = np.asarray(sys_.T, dtype=np.float64)
+    tt = np.ascontiguousarray(np.stack([tmat, sys_.tinv if schur else np.zeros((M, M))]))
+    va = np.concatenate([np.asarray(sys_.v0, dtype=np.float64), np.asarray(sys_.A, dtype=np.float64)])
+    args = (ints, floats, iu, tt, va)
 
-        def run(omega, c, lr, lr_second, train, noise, batch_size, dQ, dR, dv):
-            ek.erf_drift_parallel(omega, c, K, lr, lr_second, train, noise, batch_size, dQ, dR, dv, quad,
-                                  pi, pk)
+    def run(y, out):
+        kern(y, out, *args)
     return run
 
 
@@ -223,7 +227,7 @@ class _System:
     """
 
     def __init__(self, T, v0, A, K, M, act, lr, lr_second, train, noise, batch_size, n_nodes=None,
-                 variables="overlaps"):
+                 variables="overlaps", compiled=True):
         self.T, self.v0, self.A, self.K, self.M = T, v0, A, K, M
         self.act, self.lr, self.lr_second, self.train = act, lr, lr_second, train
         self.noise, self.batch_size, self.n_nodes = noise, batch_size, n_nodes
@@ -243,13 +247,13 @@ class _System:
         self.c_frozen = None if train else np.concatenate((v0, -A))  # constant when v is frozen
         if variables not in ("overlaps", "schur"):
             raise ValueError(f"variables={variables!r} is invalid: must be 'overlaps' or 'schur'")
-        self.tinv = _t_inverse(np.asarray(T, dtype=np.float64)) if variables == "schur" else None
+        self.tinv = _t_inverse(np.asarray(T, dtype=np.float64))
         if variables == "schur" and self.tinv is None:
             variables = "overlaps"  # singular T: the Schur complement is undefined
         self.variables = variables
-        self.fast = _erf_kernel(K) if getattr(act, "name", None) == "erf" else None
-        if self.fast is not None:
-            self._dQ, self._dR, self._dv = np.empty((K, K)), np.empty((K, M)), np.empty(K)
+        # erf: the compiled right-hand side (same formulas, contracted on the fly); compiled=False keeps
+        # the generic vectorised path (the reference the compiled one is tested against)
+        self.fast = _erf_rhs(self) if compiled and getattr(act, "name", None) == "erf" else None
 
     # -- change of variables ------------------------------------------------------------------
     def _rtr(self, R):
@@ -268,7 +272,7 @@ class _System:
     def unpack(self, y, *, project=False):
         """y (..., n_state) -> Q (..., K, K), R (..., K, M), v (..., K).
 
-        With ``project`` (Schur variables only) negative eigenvalues of S are clipped to 0 first and
+        With ``project`` (T invertible) negative eigenvalues of S = Q − R T⁻¹ Rᵀ are clipped to 0 and
         ``(n_clipped, min_eigenvalue)`` is returned as a fourth item: n_clipped counts the rows whose S
         had an eigenvalue < 0, min_eigenvalue is the most negative one (0.0 if none).
         """
@@ -284,18 +288,22 @@ class _System:
             v = np.broadcast_to(self.v0, lead + (K,)).copy()
         n_clip, lam_min = 0, 0.0
         if self.variables == "schur":
-            if project:
-                ok = np.all(np.isfinite(X), axis=(-1, -2))
-                lam, vec = np.linalg.eigh(np.where(ok[..., None, None], X, 0.0))
-                neg = ok & (lam[..., 0] < 0.0)
-                n_clip = int(np.count_nonzero(neg))
-                lam_min = float(np.min(lam[..., 0][neg])) if n_clip else 0.0
-                fixed = (vec * np.maximum(lam, 0.0)[..., None, :]) @ np.swapaxes(vec, -1, -2)
-                X = np.where(neg[..., None, None], 0.5 * (fixed + np.swapaxes(fixed, -1, -2)), X)
-            Q = X + self._rtr(R)
+            S = X
+            Q = S + self._rtr(R)
             Q = 0.5 * (Q + np.swapaxes(Q, -1, -2))
         else:
             Q = X
+            S = Q - self._rtr(R) if (project and self.tinv is not None) else None
+        if project and S is not None:
+            ok = np.all(np.isfinite(S), axis=(-1, -2))
+            lam, vec = np.linalg.eigh(np.where(ok[..., None, None], S, 0.0))
+            neg = ok & (lam[..., 0] < 0.0)
+            n_clip = int(np.count_nonzero(neg))
+            if n_clip:
+                lam_min = float(np.min(lam[..., 0][neg]))
+                fixed = (vec * np.maximum(lam, 0.0)[..., None, :]) @ np.swapaxes(vec, -1, -2)
+                Qp = fixed + self._rtr(R)
+                Q = np.where(neg[..., None, None], 0.5 * (Qp + np.swapaxes(Qp, -1, -2)), Q)
         if project:
             return Q, R, v, (n_clip, lam_min)
         return Q, R, v
@@ -303,17 +311,15 @@ class _System:
     # -- right-hand side ----------------------------------------------------------------------
     def _drift(self, om, v):
         c = self.c_frozen if self.c_frozen is not None else np.concatenate((v, -self.A))
-        if self.fast is not None:
-            if not np.isfinite(om).all():  # after a blow-up: NaN, detected by integrate()
-                nan = np.full(self.K, np.nan)
-                return np.full((self.K, self.K), np.nan), np.full((self.K, self.M), np.nan), nan
-            self.fast(om, c, self.lr, self.lr_second, self.train, self.noise, self.batch_size,
-                      self._dQ, self._dR, self._dv)
-            return self._dQ, self._dR, (self._dv if self.train else None)
         return _drift_core(om, v, self.A, self.K, self.act, self.lr, self.lr_second, self.train,
                            self.noise, self.batch_size, self.n_nodes, c=c)
 
     def rhs(self, t, y):
+        if self.fast is not None:
+            # non-finite states (after a blow-up) propagate NaN, which integrate() detects
+            out = np.empty(self.n_state)
+            self.fast(np.ascontiguousarray(y, dtype=np.float64), out)
+            return out
         nq, nqr = self.nq, self.nq + self.nr
         v = y[nqr:] if self.train else self.v0
         if self.variables == "schur":

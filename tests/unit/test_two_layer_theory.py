@@ -343,3 +343,85 @@ def test_plateau_fixed_point_validation():
         TL.plateau_fixed_point(1, 0.1)
     with pytest.raises(ValueError, match="lr"):
         TL.plateau_fixed_point(2, 0.0)
+
+
+# ------------------------------------------------------------------------------------------------
+# compiled erf right-hand side and Schur-complement variables (issues #16, #17)
+# ------------------------------------------------------------------------------------------------
+def _random_overlaps(K, M, rng, scale=0.5, repeat_student=False):
+    L = K + M
+    X = rng.standard_normal((L, L + 1)) * scale
+    if repeat_student and K > 1:
+        X[1] = X[0]                                    # two identical students: Ω singular
+    om = X @ X.T
+    return om[:K, :K], om[:K, K:], om[K:, K:]
+
+
+@pytest.mark.parametrize("K, M, train, noise, batch, variables", [
+    (1, 1, False, 0.0, 1, "schur"), (2, 2, False, 0.0, 1, "overlaps"), (3, 2, True, 0.3, 2, "schur"),
+    (2, 5, True, 0.0, 1, "overlaps"), (16, 12, True, 0.2, 3, "schur"),   # K²(K+M)² > 2e5: threaded kernel
+])
+def test_compiled_erf_rhs_equals_generic_closed_forms(K, M, train, noise, batch, variables):
+    """The compiled erf RHS (I4 contracted on the fly through the tilted covariance) against the generic
+    path (the full I4 tensor of §4.1's Λ-form, itself tested against Gauss–Hermite in test_gaussian)."""
+    rng = np.random.default_rng(K * 100 + M)
+    act = get_activation("erf")
+    Q, R, T = _random_overlaps(K, M, rng, repeat_student=True)
+    v, A = rng.standard_normal(K), rng.standard_normal(M)
+    args = (T, v, A, K, M, act, 0.7, 0.4, train, noise, batch)
+    fast = TL._System(*args, variables=variables)
+    ref = TL._System(*args, variables=variables, compiled=False)
+    assert fast.fast is not None and ref.fast is None
+    y = fast.pack(Q, R, v)
+    got, want = fast.rhs(0.0, y), ref.rhs(0.0, y)
+    # both evaluate the same closed forms in float64; only the summation order differs
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-13 * np.max(np.abs(want)))
+    # and the packed Q-part, read through Schur variables, is the public drift
+    if variables == "overlaps":
+        dQ, dR, dv = TL.drift(Q, R, v, T, A, "erf", lr=0.7, lr_second=0.4, train_second_layer=train,
+                              noise=noise, batch_size=batch)
+        np.testing.assert_allclose(got[:fast.nq], dQ[fast.iu], rtol=1e-12, atol=1e-14)
+
+
+def test_schur_and_overlap_variables_give_the_same_trajectory():
+    rng = np.random.default_rng(11)
+    Q0, R0, T = _random_overlaps(3, 2, rng, scale=0.3)
+    times = np.linspace(0.0, 40.0, 9)
+    kw = dict(lr=0.8, lr_second=0.3, train_second_layer=True, noise=0.2, rtol=1e-12, atol=1e-14)
+    a = TL.solve(Q0, R0, T, np.ones(3), np.ones(2), "erf", times, variables="schur", **kw)
+    b = TL.solve(Q0, R0, T, np.ones(3), np.ones(2), "erf", times, variables="overlaps", **kw)
+    assert a["info"]["variables"] == "schur" and b["info"]["variables"] == "overlaps"
+    for key in ("Q", "R", "v", "test_loss"):
+        np.testing.assert_allclose(a[key], b[key], rtol=0, atol=1e-9)
+    with pytest.raises(ValueError, match="variables='nope' is invalid"):
+        TL.solve(Q0, R0, T, np.ones(3), np.ones(2), "erf", times, variables="nope", lr=0.5)
+    # a singular T has no Schur complement: auto falls back, an explicit request is refused
+    Ts = np.ones((2, 2))
+    R1 = np.full((3, 2), 0.1)
+    sol = TL.solve(0.5 * np.eye(3), R1, Ts, np.ones(3), np.ones(2), "erf", [0.0, 1.0], lr=0.5)
+    assert sol["info"]["variables"] == "overlaps"
+    with pytest.raises(ValueError, match="invertible T"):
+        TL.solve(0.5 * np.eye(3), R1, Ts, np.ones(3), np.ones(2), "erf", [0.0, 1.0], lr=0.5, variables="schur")
+
+
+def test_relu_ode_stays_in_the_psd_cone_and_eps_g_nonnegative_at_convergence():
+    """Issue #17 reproduction: K = M = 1 ReLU from the d → ∞ random start, converged tail, 120 save times.
+
+    In overlap variables Q − R²/T reached −2.8e−7 and 28 of 120 ε_g were negative.  In Schur variables the
+    integrated S = Q − R²/T stays ≥ −atol, its rare negative round-off is clipped (and counted), and ε_g
+    is never negative.
+    """
+    import hidyn
+
+    th = hidyn.theory("two_layer", K=1, M=1, activation="relu", lr=0.5, t_max=1000, n_times=120)
+    Q, R, T = th["Q"].values[:, 0, 0], th["R"].values[:, 0, 0], 1.0
+    assert th.attrs["ode_variables"] == "schur"
+    assert np.all(th["test_loss"].values >= 0.0)
+    assert np.min(Q - R * R / T) >= -1e-15                  # round-off of forming Q = R²/T + S
+    assert th["test_loss"].values[-1] < 1e-8                  # converged to the teacher
+    assert -1e-9 <= th.attrs["ode_psd_min_eigenvalue"] <= 0.0  # what was clipped is at the atol level
+    assert th.attrs["ode_psd_clipped"] >= 0 and th.attrs["ode_test_loss_clipped"] >= 0
+    # the same run in overlap variables leaves the cone by far more than round-off (the defect)
+    old = TL.solve(np.array([[Q[0]]]), np.array([[R[0]]]), np.eye(1), np.ones(1), np.ones(1), "relu",
+                   th["time"].values, lr=0.5, rtol=1e-8, atol=1e-10, variables="overlaps")
+    assert old["info"]["psd_min_eigenvalue"] < -1e-8
