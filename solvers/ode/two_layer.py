@@ -166,15 +166,29 @@ def drift(Q, R, v, T, A, activation, *, lr, lr_second=0.0, train_second_layer=Fa
     lr, lr_second, train, noise, batch_size = _check_rates(lr, lr_second, train_second_layer, noise,
                                                            batch_size)
     Q, R, T, v, A, omega = _check_overlaps(Q, R, T, v, A)
-    dQ, dR, dv = _drift_core(omega, v, A, R.shape[0], act, lr, lr_second, train, noise, batch_size, n_nodes)
+    K, M = R.shape
+    if act.name == "erf":
+        # the compiled right-hand side: O((K+M)²) memory instead of the K²(K+M)² I4 tensor
+        sys_ = _System(T, v, A, K, M, act, lr, lr_second, train, noise, batch_size, variables="overlaps")
+        out = sys_.rhs(0.0, sys_.pack(Q, R, v))
+        dQ = np.empty((K, K))
+        dQ[sys_.iu] = out[:sys_.nq]
+        dQ[sys_.iu[1], sys_.iu[0]] = out[:sys_.nq]
+        dR = out[sys_.nq:sys_.nq + sys_.nr].reshape(K, M).copy()
+        dv = out[sys_.nq + sys_.nr:].copy() if train else None
+    else:
+        dQ, dR, dv = _drift_core(omega, v, A, K, act, lr, lr_second, train, noise, batch_size, n_nodes)
     return dQ, dR, (np.zeros_like(v) if dv is None else dv)
 
 
 # ----------------------------------------------------------------------------------------------
 # integration
 # ----------------------------------------------------------------------------------------------
-#: above this many I4 terms (K² (K+M)²) the compiled erf contraction runs on numba's thread pool
-_PARALLEL_TERMS = 200_000
+#: from this many I4 terms K²(K+M)² on (≈ 1e6 arcsines, ~10 ms) the compiled erf contraction runs on
+#: numba's thread pool; below it a parallel region's start-up and, on a loaded machine, waiting for a
+#: descheduled thread cost more than they save (measured: K = 15 at 2e5 terms ran ~40× slower threaded
+#: than the serial estimate under a load average of 12 on 2 cores)
+_PARALLEL_TERMS = 4_000_000
 
 
 def _erf_rhs(sys_):

@@ -357,13 +357,17 @@ def _random_overlaps(K, M, rng, scale=0.5, repeat_student=False):
     return om[:K, :K], om[:K, K:], om[K:, K:]
 
 
-@pytest.mark.parametrize("K, M, train, noise, batch, variables", [
-    (1, 1, False, 0.0, 1, "schur"), (2, 2, False, 0.0, 1, "overlaps"), (3, 2, True, 0.3, 2, "schur"),
-    (2, 5, True, 0.0, 1, "overlaps"), (16, 12, True, 0.2, 3, "schur"),   # K²(K+M)² > 2e5: threaded kernel
+@pytest.mark.parametrize("K, M, train, noise, batch, variables, threaded", [
+    (1, 1, False, 0.0, 1, "schur", False), (2, 2, False, 0.0, 1, "overlaps", False),
+    (3, 2, True, 0.3, 2, "schur", False), (2, 5, True, 0.0, 1, "overlaps", True),
+    (16, 12, True, 0.2, 3, "schur", False), (16, 12, True, 0.2, 3, "schur", True),
 ])
-def test_compiled_erf_rhs_equals_generic_closed_forms(K, M, train, noise, batch, variables):
+def test_compiled_erf_rhs_equals_generic_closed_forms(K, M, train, noise, batch, variables, threaded,
+                                                      monkeypatch):
     """The compiled erf RHS (I4 contracted on the fly through the tilted covariance) against the generic
     path (the full I4 tensor of §4.1's Λ-form, itself tested against Gauss–Hermite in test_gaussian)."""
+    if threaded:   # the thread-pool kernel, normally used from K²(K+M)² = 4e6 on
+        monkeypatch.setattr(TL, "_PARALLEL_TERMS", 0)
     rng = np.random.default_rng(K * 100 + M)
     act = get_activation("erf")
     Q, R, T = _random_overlaps(K, M, rng, repeat_student=True)
@@ -376,11 +380,15 @@ def test_compiled_erf_rhs_equals_generic_closed_forms(K, M, train, noise, batch,
     got, want = fast.rhs(0.0, y), ref.rhs(0.0, y)
     # both evaluate the same closed forms in float64; only the summation order differs
     np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-13 * np.max(np.abs(want)))
-    # and the packed Q-part, read through Schur variables, is the public drift
-    if variables == "overlaps":
-        dQ, dR, dv = TL.drift(Q, R, v, T, A, "erf", lr=0.7, lr_second=0.4, train_second_layer=train,
-                              noise=noise, batch_size=batch)
-        np.testing.assert_allclose(got[:fast.nq], dQ[fast.iu], rtol=1e-12, atol=1e-14)
+    # the public drift (compiled for erf) against the generic tensors, unpacked
+    dQ, dR, dv = TL.drift(Q, R, v, T, A, "erf", lr=0.7, lr_second=0.4, train_second_layer=train,
+                          noise=noise, batch_size=batch)
+    gQ, gR, gv = TL._drift_core(TL._omega(Q, R, T), v, A, K, act, 0.7, 0.4, train, noise, batch)
+    scale = np.max(np.abs(gQ))
+    np.testing.assert_allclose(dQ, gQ, rtol=1e-12, atol=1e-13 * scale)
+    np.testing.assert_array_equal(dQ, dQ.T)
+    np.testing.assert_allclose(dR, gR, rtol=1e-12, atol=1e-13 * scale)
+    np.testing.assert_allclose(dv, gv if train else 0.0, rtol=1e-12, atol=1e-13 * scale)
 
 
 def test_schur_and_overlap_variables_give_the_same_trajectory():
