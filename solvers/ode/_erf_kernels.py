@@ -10,16 +10,16 @@ integrals are formed, so memory is O((K+M)²) and nothing of size K²(K+M)² eve
   I3(i, b, c) = w_ic [d_i Ω_bc − Ω_ib Ω_ic] with w_ic = (2/π) / (d_i √(d_i d_c − Ω_ic²)), hence
   S3(i, b) = d_i (W Ω)_ib − Ω_ib Σ_c (W)_ic Ω_ic with W_ic = c_c w_ic: O(K (K+M)²) work.
 * quad(i, k) = Σ_ab c_a c_b I4(i, k, a, b) = E[g'(u_i) g'(u_k) Δ²].  For erf, g'(x) = √(2/π) e^{−x²/2},
-  so g'(u_i) g'(u_k) is a Gaussian tilt: with S = {i, k}, M_S = I₂ + Ω_SS and the tilted covariance
-  C̃ = Ω − Ω_{·S} M_S⁻¹ Ω_{S·},
-      I4(i, k, a, b) = (4/π²) det(M_S)^{−1/2} arcsin(C̃_ab / √((1 + C̃_aa)(1 + C̃_bb))),
-  which is the Λ-form of §4.1 (Λ4 = det M_S, Λ0 = Λ4 C̃_ab, Λ1 = Λ4 (1 + C̃_aa)).  Per pair (i ≤ k) the
+  so g'(u_i) g'(u_k) is a Gaussian tilt: with P = {i, k}, M_P = I₂ + Ω_PP and the tilted covariance
+  C̃ = Ω − Ω_{·P} M_P⁻¹ Ω_{P·},
+      I4(i, k, a, b) = (4/π²) det(M_P)^{−1/2} arcsin(C̃_ab / √((1 + C̃_aa)(1 + C̃_bb))),
+  which is the Λ-form of §4.1 (Λ4 = det M_P, Λ0 = Λ4 C̃_ab, Λ1 = Λ4 (1 + C̃_aa)).  Per pair (i ≤ k) the
   kernel forms the O(K+M) vectors of the rank-2 update once and then sums the (K+M)(K+M+1)/2 arcsines
   of the upper triangle (a ≤ b, doubling off-diagonal terms): K(K+1)/2 · (K+M)(K+M+1)/2 arcsines in all,
   a quarter of the full tensor, and O(K+M) scratch per pair.
 
-The arcsine count is irreducible for exact results (the argument is a non-separable function of
-(i, k, a, b)); it is the bottleneck at large K (see benchmarks/two_layer_ode.py).
+The arcsine count is the bottleneck at large K (benchmarks/two_layer_ode.py); no exact reduction was
+found (the argument depends on all four indices and does not separate).
 """
 from __future__ import annotations
 
@@ -54,7 +54,7 @@ def _quad_pair(omega, c, i, k, p, q, r):
     for a in range(L):
         x = omega[a, i]
         y = omega[a, k]
-        # (p_a, q_a) = M_S⁻¹ (Ω_ai, Ω_ak): the tilted covariance is Ω_ab − (Ω_ai p_b + Ω_ak q_b)
+        # (p_a, q_a) = M_P⁻¹ (Ω_ai, Ω_ak): the tilted covariance is Ω_ab − (Ω_ai p_b + Ω_ak q_b)
         p[a] = (m22 * x - m12 * y) * inv_det
         q[a] = (m11 * y - m12 * x) * inv_det
         r[a] = 1.0 / math.sqrt(1.0 + omega[a, a] - x * p[a] - y * q[a])

@@ -194,31 +194,37 @@ def _compiled(K, M, train, n_times, rtol, atol, max_steps, batched):
     return jax.jit(run)
 
 
-def _finish(ys, times, where, T, tinv, v0, A, train, info_base):
-    """Host-side: Q from S (clipped to the PSD cone, recorded), ε_g, divergence rows → NaN."""
+def _finish(ys, times, where, T, tinv, v0, A, train, info_base, result):
+    """Host-side: Q from S (clipped to the PSD cone, recorded), ε_g, divergence rows → NaN.
+
+    Members that diffrax stopped early (``result`` ≠ 0, warned about by the caller) get NaN rows from the
+    first unreached save time on, without being reported as diverged.
+    """
     from hidyn.observables import two_layer_test_loss, two_layer_train_loss
 
     S, R, v = (np.asarray(x)[:, where] for x in ys)          # (n, n_t, ...): expand repeated times
     lead = S.shape[:-3]
-    K = S.shape[-1]
     y = np.concatenate([S.reshape(S.shape[:-2] + (-1,)), R.reshape(R.shape[:-2] + (-1,)), v], axis=-1)
     finite = np.all(np.isfinite(y) & (np.abs(y) <= _BLOWUP), axis=-1)        # (..., n_t)
-    diverged = ~np.all(finite, axis=-1)
-    first_bad = np.where(diverged, np.argmin(finite, axis=-1), -1)
+    bad_rows = ~np.all(finite, axis=-1)
+    first_bad = np.where(bad_rows, np.argmin(finite, axis=-1), -1)
+    diverged = bad_rows & (np.asarray(result).reshape(bad_rows.shape) == 0)
     S, R, v = S.copy(), R.copy(), v.copy()
     if not train:
         v[...] = v0[..., None, :] if v0.ndim > 1 else v0
-    rtr = R @ tinv @ np.swapaxes(R, -1, -2)
-    ok = np.all(np.isfinite(S), axis=(-1, -2))
+    with np.errstate(invalid="ignore", over="ignore"):
+        rtr = R @ tinv @ np.swapaxes(R, -1, -2)
+    ok = np.all(np.isfinite(S), axis=(-1, -2)) & np.all(np.isfinite(rtr), axis=(-1, -2))
     lam, vec = np.linalg.eigh(np.where(ok[..., None, None], S, 0.0))
     neg = ok & (lam[..., 0] < 0.0)
     n_clip = int(np.count_nonzero(neg))
     lam_min = float(np.min(lam[..., 0][neg])) if n_clip else 0.0
     Sp = np.where(neg[..., None, None], (vec * np.maximum(lam, 0.0)[..., None, :]) @ np.swapaxes(vec, -1, -2), S)
-    Q = Sp + rtr
+    with np.errstate(invalid="ignore", over="ignore"):
+        Q = Sp + rtr
     Q = 0.5 * (Q + np.swapaxes(Q, -1, -2))
     for idx in np.ndindex(*lead):
-        if diverged[idx]:
+        if bad_rows[idx]:
             j = first_bad[idx]
             Q[idx][j:] = np.nan
             R[idx][j:] = np.nan
@@ -346,12 +352,16 @@ def _solve_any(Q0, R0, T, v0, A, activation, times, *, lr, lr_second, train_seco
     if not batched:
         ys = tuple(x[None] for x in ys)
         result = result[None]
+    if np.any(result != 0):
+        warnings.warn(f"two_layer ODE (jax): diffrax stopped before the last save time (result codes "
+                      f"{sorted(set(result.ravel().tolist()))}; e.g. max_steps={max_steps} reached or a step "
+                      f"size underflow); the unreached rows are NaN", RuntimeWarning, stacklevel=3)
     K, M = R0s.shape[-2:]
     info = {"solver": "diffrax.Dopri8", "engine": "jax", "rtol": float(rtol), "atol": float(atol), "nfev": -1,
             "status": int(np.max(result)), "message": "diffrax result code (0 = successful)",
             "model": "two_layer", "theory": "ode", "activation": "erf", "lr_second": lr_second,
             "train_second_layer": int(train), "noise": noise, "batch_size": batch_size, "K": int(K), "M": int(M)}
-    Q, R, v, test, train_loss, div = _finish(ys, times, where, T, tinv, v0s, A, train, info)
+    Q, R, v, test, train_loss, div = _finish(ys, times, where, T, tinv, v0s, A, train, info, result)
     info = dict(info)
     if batched:
         info.update(diverged_at=div)
