@@ -196,7 +196,7 @@ def build_omega(y, K, M, iu0, iu1, tmat, tinv, schur, train, v0, A, omega, c, rt
 
 @njit(cache=True, nogil=True)
 def finish_flat(omega, c, K, M, lr, lr_second, train, noise, batch_size, quad, rt, schur, iu0, iu1, out):
-    """dX (packed upper triangle; dS = dQ − dR T⁻¹ Rᵀ − R T⁻¹ dRᵀ with Schur variables), dR, dv into out."""
+    """dX (packed upper triangle), dR, dv into out; Schur variables: dS = dQ − dR T⁻¹ Rᵀ − R T⁻¹ dRᵀ."""
     dQ = np.empty((K, K))
     dR = np.empty((K, M))
     dv = np.empty(K)
