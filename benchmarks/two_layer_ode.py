@@ -194,6 +194,8 @@ def main(argv=None):
     parser.add_argument("--budget", type=float, default=60.0, help="seconds per K in the scaling run")
     parser.add_argument("--skip-scaling", action="store_true")
     parser.add_argument("--only-scaling", action="store_true")
+    parser.add_argument("--jax", action="store_true", help="also time the JAX/diffrax engine (part 1 problem)")
+    parser.add_argument("--only-jax", action="store_true")
     args = parser.parse_args(argv)
     if args.only_scaling:
         return {"scaling": scaling(args.budget, args.lr)}
@@ -210,6 +212,11 @@ def main(argv=None):
 
     def run(rtol=1e-10, atol=1e-12, method="DOP853"):
         return solve(Q0, R0, T, v, A, "erf", times, lr=args.lr, rtol=rtol, atol=atol, method=method)
+
+    if args.jax or args.only_jax:
+        jax_part(Q0, R0, T, v, A, args.lr, times, run(1e-13, 1e-16)["test_loss"])
+        if args.only_jax:
+            return {}
 
     solve(Q0, R0, T, v, A, "erf", times[:5], lr=args.lr)  # warm-up (imports, caches)
     configs = [("hidyn solve, DOP853 rtol=1e-10 atol=1e-12 (default)", dict()),
@@ -245,6 +252,26 @@ def main(argv=None):
     if not args.skip_scaling:
         out["scaling"] = scaling(args.budget, args.lr)
     return out
+
+
+def jax_part(Q0, R0, T, v, A, lr, times, eg_ref):
+    """The JAX/diffrax engine on the part-1 problem: first call (compiles), second call, accuracy."""
+    from hidyn.solvers.ode import two_layer_jax
+
+    if not two_layer_jax.available():
+        print("JAX engine: jax/diffrax not installed")
+        return
+    first = _timed(lambda: two_layer_jax.solve(Q0, R0, T, v, A, "erf", times, lr=lr))
+    second = _timed(lambda: two_layer_jax.solve(Q0, R0, T, v, A, "erf", times, lr=lr), repeat=3)
+    lrs = np.linspace(0.3, 0.7, 8)
+    batch = _timed(lambda: two_layer_jax.solve_batch(Q0, R0, T, v, A, "erf", times, lr=lrs))
+    batch2 = _timed(lambda: two_layer_jax.solve_batch(Q0, R0, T, v, A, "erf", times, lr=lrs))
+    eg = second[2]["test_loss"]
+    floor = 1e-8
+    print(f"JAX engine (diffrax Dopri8, rtol 1e-10, atol 1e-12): first call {first[0]:.2f} s wall / {first[1]:.2f} s "
+          f"cpu (compiling), later calls {second[0]:.3f} s wall / {second[1]:.3f} s cpu; max rel. error of eps_g "
+          f"{_max_rel(eg, eg_ref, floor):.2e}; vmap over 8 learning rates: first {batch[0]:.2f} s, "
+          f"later {batch2[0]:.3f} s wall / {batch2[1]:.3f} s cpu")
 
 
 # ------------------------------------------------------------------------------------------------
