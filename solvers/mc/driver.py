@@ -120,7 +120,7 @@ def run(backend, seed_sequences, times, *, progress=None, chunk_steps: int | Non
             if key is not None and loss0 is None:
                 loss0 = np.abs(np.asarray(obs[key], dtype=np.float64))
             bad = np.zeros(n_seeds, dtype=bool)
-            for name, arr in obs.items():
+            for arr in obs.values():
                 arr = np.asarray(arr, dtype=np.float64)
                 bad |= ~np.all(np.isfinite(arr.reshape(n_seeds, -1)), axis=1)
             if key is not None:

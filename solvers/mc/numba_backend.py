@@ -63,7 +63,8 @@ from hidyn.solvers.mc.dln_numpy import DLNNumpyBackend, draw_minibatch_rows
 from hidyn.solvers.mc.two_layer_numpy import TwoLayerNumpyBackend
 
 __all__ = ["TwoLayerNumbaBackend", "DLNNumbaBackend", "SingleIndexNumbaBackend", "pairwise_sum",
-           "pairwise_dot", "pairwise_program", "ACTIVATION_CODES", "activation_is_bitwise", "dln_gd_fused", "dln_fused_gradient",
+           "pairwise_dot", "pairwise_program", "ACTIVATION_CODES", "activation_is_bitwise", "dln_gd_fused",
+           "dln_fused_gradient",
            "set_draw_threads"]
 
 # --------------------------------------------------------------------------------------------------
@@ -673,7 +674,8 @@ class DLNNumbaBackend(DLNNumpyBackend):
     * gradient flow: the reference's DOP853 in mirror coordinates with the fused gradient as the
       right-hand side (the same integrator, so the same step sizes up to rounding);
     * online and minibatch SGD: the draw threads (:func:`hidyn.rng.for_each_seed`, a contiguous range
-      of seeds each) draw a chunk of each seed's normals (or row indices) from its Generator, exactly the stream the reference draws step by step, and a
+      of seeds each) draw a chunk of each seed's normals (or row indices) from its Generator, exactly
+      the stream the reference draws step by step, and a
       serial ``nogil`` kernel runs the chunk in the reference's pinned order of operations, so float64
       trajectories equal the reference's **bit for bit**.  Drawing and stepping of different seeds
       overlap on all cores; no input buffer outlives a chunk.
@@ -966,7 +968,8 @@ class SingleIndexNumbaBackend(_single_index_base()):
 
     Inherits initial weights, input blocks (spike, ν, μ, labels, ‖x‖²), resync schedule, observables and
     escape bookkeeping from :class:`~hidyn.solvers.mc.single_index_numpy.SingleIndexNumpyBackend`; the
-    sequential scaled-weights step (w = αV, note §1–§2) runs in :func:`_single_index_steps`.  The target link may be anything the reference accepts (labels are made in numpy); the
+    sequential scaled-weights step (w = αV, note §1–§2) runs in :func:`_single_index_steps`.  The target
+    link may be anything the reference accepts (labels are made in numpy); the
     student σ must be a registry activation or a polynomial.
 
     Float64 runs equal the reference's bit for bit (weights, overlaps, escape steps): both take every

@@ -140,8 +140,8 @@ class TwoLayerNumpyBackend:
         T = np.einsum("smd,snd->smn", B, B) / d
         v = state["v"].astype(np.float64)
         test = observables.two_layer_test_loss(Q, R, T, v, np.asarray(self.spec.A), self.act)
-        return {"test_loss": test, "train_loss": observables.two_layer_train_loss(test, self.spec.noise), "Q": Q, "R": R,
-                "v": v}
+        return {"test_loss": test, "train_loss": observables.two_layer_train_loss(test, self.spec.noise),
+                "Q": Q, "R": R, "v": v}
 
     def attrs(self, state):
         return {}

@@ -19,7 +19,7 @@ def test_schema_of_simulation_and_theory(sim):
     th = hidyn.theory("dln", ratio=None, t_max=1.0, n_times=6)
     validate_dataset(th)
     for ds in (sim, th):
-        for name, var in ds.data_vars.items():
+        for var in ds.data_vars.values():
             assert var.attrs["long_name"] and "units" in var.attrs
         assert ds.attrs["model"] == "dln" and ds.attrs["hidyn_version"] == hidyn.__version__
     assert sim["test_loss"].dims == ("seed", "time")

@@ -122,7 +122,7 @@ def test_batch_divides_noise_term_plain():
     # plain geometry: the q increment is exactly quadratic in the step, so a large lr is fine
     rng = np.random.default_rng(7)
     d, nb, eta, n_steps = 300, 4, 1.5, 20_000
-    kappa, c, m, s, q = 1.0, 1.0, 0.3, 0.3, 0.8
+    kappa, m, s, q = 1.0, 0.3, 0.3, 0.8  # aligned spike (c = 1): theta = u below
     basis, _ = np.linalg.qr(rng.standard_normal((d, 2)))
     theta = u = basis[:, 0]
     w = m * theta + math.sqrt(q - m * m) * basis[:, 1]
