@@ -68,7 +68,7 @@ def main(quick: bool = False, out: str | Path = "out") -> dict:
             if key == "b" and kappa > 0:
                 c = math.cos(params["spike_angle"])
                 R = 1 + kappa * c * c
-                limit = R / math.sqrt((1 + 2 * kappa * c * c + kappa ** 2 * c * c))   # R/‖Σθ*‖
+                limit = R / math.sqrt(1 + 2 * kappa * c * c + kappa ** 2 * c * c)   # R/‖Σθ*‖
                 ax.axhline(limit, color=f"C{i}", ls=":", lw=1)
             sims.append(sim.expand_dims(spike_value=[kappa]))
             ths.append(th.expand_dims(spike_value=[kappa]))

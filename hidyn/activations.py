@@ -13,8 +13,8 @@ User-defined activations are given as a tuple ``(g, dg)`` or ``(g, dg, d2g)`` of
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 from scipy import special

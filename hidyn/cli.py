@@ -8,12 +8,11 @@ __all__ = ["main"]
 
 
 def _info(_args) -> int:
+    import importlib.util
+
     import hidyn
     from hidyn import models
     from hidyn._versions import versions
-
-    import importlib.util
-
     from hidyn.api import _backend_class
 
     print(f"hidyn {hidyn.__version__}")

@@ -142,11 +142,10 @@ def escape_time(model="single_index", *, d, seeds=256, start: str | None = None,
 
     from hidyn import models, rng
     from hidyn.hermite import spike_gain
-    from hidyn.solvers.mc import driver
     from hidyn.models._base import ModelSpec, check_real
     from hidyn.results import make_dataset, safe_attrs
-    from hidyn.solvers.mc.single_index_numpy import (ESCAPE_LEVEL, SingleIndexNumpyBackend,
-                                                     SingleIndexReducedBackend)
+    from hidyn.solvers.mc import driver
+    from hidyn.solvers.mc.single_index_numpy import ESCAPE_LEVEL, SingleIndexNumpyBackend, SingleIndexReducedBackend
     from hidyn.solvers.ode.single_index import predicted_escape_time
 
     key = model.model if isinstance(model, ModelSpec) else model

@@ -35,10 +35,10 @@ Ben Arous, Gheissari, Jagannath, JMLR 22 (2021), arXiv:2003.10409 (information e
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from numbers import Integral, Real
-from typing import Callable
 
 import numpy as np
 from numpy.polynomial import hermite_e as _herme

@@ -13,10 +13,9 @@ Both are listed under ``extensions`` in ``mkdocs.yml``.
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
-
-import re
 
 import griffe
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from hidyn.models._base import ModelSpec
 from hidyn.models.dln import DLNSpec
-from hidyn.models.two_layer import TwoLayerSpec
 from hidyn.models.single_index import SingleIndexSpec
+from hidyn.models.two_layer import TwoLayerSpec
 
 __all__ = ["ModelSpec", "DLNSpec", "TwoLayerSpec", "get", "register", "available", "spec_class"]
 __all__ += ["SingleIndexSpec"]

@@ -136,7 +136,7 @@ def _check_memory(n_samples, n_steps, tangent_dtype, n_batches, budget_gb, block
 # ----------------------------------------------------------------------------------------------------
 # device kernels (one closure per group; vmapped over groups)
 # ----------------------------------------------------------------------------------------------------
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _kernels(parametrization: str, tangent_dtype: str, block: int, n_batches: int):
     """Jitted per-step kernels for one static configuration.
 

@@ -57,8 +57,7 @@ import math
 import numpy as np
 from numba import njit, prange, uint64
 
-from hidyn.rng import (draw_threads, fill_standard_normal, for_each_seed, for_each_seed_range,  # noqa: F401
-                       set_draw_threads)
+from hidyn.rng import draw_threads, fill_standard_normal, for_each_seed, for_each_seed_range, set_draw_threads  # noqa: F401
 from hidyn.solvers.mc.dln_numpy import DLNNumpyBackend, draw_minibatch_rows
 from hidyn.solvers.mc.two_layer_numpy import TwoLayerNumpyBackend
 

@@ -45,8 +45,8 @@ import math
 import numpy as np
 
 from hidyn import observables
-from hidyn.rng import fill_standard_normal
 from hidyn.models.single_index import SIGMA_GEOMETRIES, SingleIndexSpec
+from hidyn.rng import fill_standard_normal
 
 __all__ = ["SingleIndexNumpyBackend", "SingleIndexReducedBackend", "child_generators",
            "draw_initial_weights", "spike_frame", "ESCAPE_LEVEL"]

@@ -34,8 +34,17 @@ from numbers import Integral, Real
 import numpy as np
 from scipy.optimize import brentq
 
-from hidyn.hermite import (GaussianMoments, Link, check_spike, hermite_coefficients, information_exponent,
-                           make_link, projection_covariance, spike_gain, target_scale)
+from hidyn.hermite import (
+    GaussianMoments,
+    Link,
+    check_spike,
+    hermite_coefficients,
+    information_exponent,
+    make_link,
+    projection_covariance,
+    spike_gain,
+    target_scale,
+)
 from hidyn.observables import single_index_objective, single_index_test_loss
 from hidyn.solvers.ode.integrate import DEFAULT_ATOL, DEFAULT_RTOL, integrate
 

@@ -1,7 +1,6 @@
 """DLN proportional regime: finite-d GD approaches the DMFT as d grows; DMFT input checks."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 import hidyn

@@ -16,8 +16,7 @@ import hidyn
 from hidyn import models, rng
 from hidyn.families import single_index as fam
 from hidyn.models.single_index import feasibility_gap
-from hidyn.solvers.mc.single_index_numpy import (SingleIndexNumpyBackend, child_generators,
-                                                 draw_initial_weights)
+from hidyn.solvers.mc.single_index_numpy import SingleIndexNumpyBackend, child_generators, draw_initial_weights
 
 
 def h(k, x):
