@@ -179,7 +179,9 @@ def theory(model="dln", *, method: str = "auto", times=None, t_max=None, n_times
 
     Returns
     -------
-    xarray.Dataset with dims (``time``, …)
+    xarray.Dataset
+        Variables with dims (``time``, …) and the same names and units as :func:`simulate`; attrs record
+        the spec, the method and its solver information.
     """
     import xarray as xr
 
