@@ -1,4 +1,4 @@
-"""Escape from the equator vs dimension for information exponents k* = 1, 2, 3 (single_index.md §4).
+"""Escape from the equator vs dimension for information exponents k* = 1, 2, 3 (docs/theory/single_index.md §4).
 
 Target and student h_k (k = 1, 2, 3), correlation loss, spherical online SGD from m₀ = 1/√d exactly,
 with and without an aligned spike κ = 5 (gain G = 6).  Markers: median first-passage time t_{1/2} of

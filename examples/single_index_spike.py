@@ -1,4 +1,4 @@
-"""What a spike in the input covariance does to single-index learning (single_index.md §4).
+"""What a spike in the input covariance does to single-index learning (docs/theory/single_index.md §4).
 
 h₂ target and student, online SGD with η = 0.1 from m₀ = 0.2, inputs x ~ N(0, I + κuuᵀ) with
 κ ∈ {0, 1, 5, 20}.  Each panel shows the cosine m/√q between w and θ*: the d → ∞ ODE of note §2

@@ -1,6 +1,6 @@
 """Escape from the equator: Monte-Carlo first-passage ensembles beside the d → ∞ prediction.
 
-:func:`escape_time` measures t_{1/2}, the first time |m| = |⟨w, θ*⟩| reaches 1/2 (single_index.md §4),
+:func:`escape_time` measures t_{1/2}, the first time |m| = |⟨w, θ*⟩| reaches 1/2 (docs/theory/single_index.md §4),
 for an ensemble of online-SGD runs at each dimension d, summarises the ensemble by its median and
 quantiles (never by a censored mean, note §4 and P8), and adds the theory prediction of
 :func:`hidyn.solvers.ode.single_index.predicted_escape_time` for the same start.
@@ -151,7 +151,7 @@ def escape_time(model="single_index", *, d, seeds=256, start: str | None = None,
     key = model.model if isinstance(model, ModelSpec) else model
     if key != "single_index":
         raise NotImplementedError(f"escape_time is implemented for model='single_index' only (the equator "
-                                  f"escape of single_index.md §4), got model={key!r}")
+                                  f"escape of docs/theory/single_index.md §4), got model={key!r}")
     dims = _dims(d)
     if level != ESCAPE_LEVEL:
         raise ValueError(f"level={level!r} is invalid: only {ESCAPE_LEVEL} (t_1/2 of note §4) is recorded "
@@ -288,7 +288,7 @@ def escape_time(model="single_index", *, d, seeds=256, start: str | None = None,
         "escape_time_quantiles": ("ensemble quantiles of the escape time", "steps / d"),
         "escaped_fraction": ("fraction of runs that escaped", "1"),
         "observed_time": ("time simulated (censoring time)", "steps / d"),
-        "escape_time_theory": ("predicted escape time t_1/2 (single_index.md section 4)", "steps / d"),
+        "escape_time_theory": ("predicted escape time t_1/2 (docs/theory/single_index.md section 4)", "steps / d"),
         "rho0": ("initial correlation rho0 = M/sqrt(QR) used by the theory", "1"),
     }
     for name, (long_name, units) in meta.items():

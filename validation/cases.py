@@ -155,7 +155,7 @@ def run_validation(*, quick: bool = False, family: str | None = None, cases=None
     return rows
 
 
-# --- DLN in the proportional regime: DMFT vs finite-d GD (dln.md §5; issue 5) -----------------------
+# --- DLN in the proportional regime: DMFT vs finite-d GD (docs/theory/dln.md §5; issue 5) -----------------------
 _DMFT_WHY = ("DMFT (K = 16 000 samples, replica error bars combined with the MC SEM) vs finite-d GD: "
              "the family default z = 4, rtol 0.5·d^(-1/2) (hidyn.families.dln.default_tolerance).")
 _register(Case(
@@ -178,7 +178,7 @@ _register(Case(
 ))
 
 
-# --- teacher–student online SGD vs the Saad–Solla / Goldt et al. ODE (teacher_student.md; issue 3) ---
+# --- teacher–student online SGD vs the Saad–Solla / Goldt et al. ODE (docs/theory/teacher_student.md; issue 3) ---
 _TS_WHY = ("seed mean of 16 runs vs the mean of per-seed ODEs from each run's own t = 0 overlaps; "
            "z = 3 plus c·d^(-1/2) per variable, c = one single-run fluctuation amplitude "
            "(hidyn.families.two_layer.default_tolerance).")
@@ -208,7 +208,7 @@ _register(Case(
     dims=(250, 1000), seeds=16, why="(d) ReLU (closed-form I2, J2, I3; Plackett-identity I4). " + _TS_WHY,
 ))
 
-# --- spiked-covariance single-index online SGD vs the (m, s, q) ODE (single_index.md; issue 4) ---
+# --- spiked-covariance single-index online SGD vs the (m, s, q) ODE (docs/theory/single_index.md; issue 4) ---
 # Full d-dimensional SGD (numpy backend), seed mean of 16 runs started at m0 exactly, against the ODE
 # from the same start.  Default tolerance hidyn.families.single_index.default_tolerance:
 # 4·SEM + (0.5 + 1.5·|theory|)/√d, the finite-size term calibrated on exactly these cases with the exact

@@ -1,4 +1,4 @@
-"""DLN glue: theory methods for :class:`hidyn.models.DLNSpec` (dln.md §3–§5)."""
+"""DLN glue: theory methods for :class:`hidyn.models.DLNSpec` (docs/theory/dln.md §3–§5)."""
 from __future__ import annotations
 
 import numpy as np
@@ -11,7 +11,7 @@ SCALARS = ("train_loss", "test_loss", "overlap", "norm1", "norm2", "tpr", "fpr")
 def auto_method(spec: DLNSpec) -> str:
     """Most exact theory available: the closed form in the population setting; else the DMFT of GD
     (or its gradient-flow extrapolation for ``algorithm="gf"``).  Minibatch SGD on a finite training
-    set has no DMFT here (dln.md §10 pitfall 12)."""
+    set has no DMFT here (docs/theory/dln.md §10 pitfall 12)."""
     if spec.ratio is None:
         return "closed_form"
     if spec.algorithm == "sgd":
@@ -20,7 +20,7 @@ def auto_method(spec: DLNSpec) -> str:
 
 
 def closed_form(spec: DLNSpec, times, **options):
-    """Exact population / whitened-design gradient flow (dln.md §3), d → ∞ averages."""
+    """Exact population / whitened-design gradient flow (docs/theory/dln.md §3), d → ∞ averages."""
     from hidyn.solvers.closed_form.dln import curves
 
     if options:
@@ -62,7 +62,7 @@ MAX_RESOLVABLE_STEPS = 2000
 
 def escape_time_estimate(spec: DLNSpec) -> float:
     """Time at which small-α coordinates leave the search plateau, ≈ log(1/α)/|g| with |g| ≈ 1 for a unit
-    teacher (dln.md §3 escape time, §6); the pm clock halves it.  0 for α ≥ 1 (no plateau)."""
+    teacher (docs/theory/dln.md §3 escape time, §6); the pm clock halves it.  0 for α ≥ 1 (no plateau)."""
     if spec.init_scale >= 1.0:
         return 0.0
     return float(np.log(1.0 / spec.init_scale)) / spec.clock
@@ -109,7 +109,7 @@ def _dmft_module(engine: str):
 def dmft(spec: DLNSpec, times, *, n_samples: int = 16000, seed: int = 0, n_batches: int = 8,
          tangent_dtype: str = "float32", memory_budget_gb: float = 4.0, pivot_rtol: float = 1e-8,
          error_method: str = "replicas", progress: bool = False, engine: str = "numpy", **engine_options):
-    """DMFT effective process of GD with step ``spec.lr`` (dln.md §5), d → ∞ at fixed ratio.
+    """DMFT effective process of GD with step ``spec.lr`` (docs/theory/dln.md §5), d → ∞ at fixed ratio.
 
     The result lives on the DMFT grid t_k = η·k, k = 0..round(max(times)/η) (every step), whatever
     save times were requested; ``hidyn.compare`` interpolates it onto a simulation's times.  Each curve
@@ -135,7 +135,7 @@ def dmft(spec: DLNSpec, times, *, n_samples: int = 16000, seed: int = 0, n_batch
 
 
 def dmft_gradient_flow(spec: DLNSpec, times, *, engine: str = "numpy", **options):
-    """Gradient-flow DMFT: Richardson extrapolation 2f(η/2) − f(η) of two GD solves (dln.md §5.2).
+    """Gradient-flow DMFT: Richardson extrapolation 2f(η/2) − f(η) of two GD solves (docs/theory/dln.md §5.2).
 
     ``engine`` selects the numpy reference (default) or the JAX engine, as in :func:`dmft`.
     """
@@ -153,7 +153,7 @@ def dmft_gradient_flow(spec: DLNSpec, times, *, engine: str = "numpy", **options
 
 
 def fixed_point(spec: DLNSpec, times, *, potential: str = "dln", tol: float = 1e-12):
-    """Long-time limit t → ∞ in the proportional regime (dln.md §4).
+    """Long-time limit t → ∞ in the proportional regime (docs/theory/dln.md §4).
 
     δ < 1: gradient flow converges to an interpolator with an implicit bias set by the init; its
     proportional-limit risk solves the fixed point b̂ = prox_θ(β* + τZ).  δ > 1: OLS.  ``potential``
@@ -180,7 +180,7 @@ def _design(X, y):
 
 
 def interpolator(spec: DLNSpec, times, *, X=None, y=None, beta_star=None, tol: float = 1e-12):
-    """The finite-d limit of gradient flow on an explicit instance with n < d (dln.md §4, dual Newton).
+    """The finite-d limit of gradient flow on an explicit instance with n < d (docs/theory/dln.md §4, dual Newton).
 
     Returns β_∞ as the variable ``beta`` (dim ``i``) at time t = ∞, with its train error and, when
     ``beta_star`` is given, the test error and the other observables.
@@ -203,7 +203,7 @@ def interpolator(spec: DLNSpec, times, *, X=None, y=None, beta_star=None, tol: f
 
 def saddle_to_saddle(spec: DLNSpec, times, *, X=None, y=None, beta_star=None, max_jumps=None,
                      tol: float = 1e-12):
-    """The α → 0 jump process (Pesme & Flammarion 2023; dln.md §4) on an explicit instance.
+    """The α → 0 jump process (Pesme & Flammarion 2023; docs/theory/dln.md §4) on an explicit instance.
 
     ``time`` is the rescaled time τ = c·t/log(1/α) at which each plateau starts (τ = 0, then the jump
     times), c = ``spec.clock`` (1 for uv, 2 for the pm parametrisation, whose clock runs twice as fast):
@@ -211,7 +211,7 @@ def saddle_to_saddle(spec: DLNSpec, times, *, X=None, y=None, beta_star=None, ma
     ``train_loss`` its train error and ``support_size`` its number of nonzeros.  The last plateau is
     the min-ℓ1 interpolator (δ < 1) or least squares.
 
-    Inits (dln.md §2.2): ``pesme`` and ``pm`` (β₀ = 0, |Δ| = 2α² or 4α²) share this limit — the clock
+    Inits (docs/theory/dln.md §2.2): ``pesme`` and ``pm`` (β₀ = 0, |Δ| = 2α² or 4α²) share this limit — the clock
     ½·log(1/|Δ|) differs from log(1/α) by an O(1) shift only, which vanishes in τ as α → 0.
     ``balanced`` (Δ = 0) freezes the signs at β > 0: the limit is then the sign-constrained jump process
     (non-negative NNLS plateaus, ending at the minimum-Σβ non-negative interpolator), attr
@@ -267,10 +267,10 @@ def default_tolerance(spec: DLNSpec, sim=None):
 
     * ``gf``: the run is deterministic given the teacher and equals the closed form coordinate by
       coordinate, up to the integrator's tolerance (rtol 1e-8) → atol 1e-6·scale.
-    * ``gd``: GD departs from GF by O(η) (dln.md §3); measured max |GD − GF| ≈ 0.04·η·scale on the
+    * ``gd``: GD departs from GF by O(η) (docs/theory/dln.md §3); measured max |GD − GF| ≈ 0.04·η·scale on the
       losses and ≈ 0.19·η·scale on ‖β‖²/d for η ∈ {0.01, 0.05} at d = 2048 (scale = ρ + σ², the
       t = 0 loss) → atol 0.5·η·scale (2.5× margin).
-    * ``sgd`` (online, ``ratio=None``): adds the gradient-noise bias O(η·d/B) (dln.md §2.2); measured
+    * ``sgd`` (online, ``ratio=None``): adds the gradient-noise bias O(η·d/B) (docs/theory/dln.md §2.2); measured
       ≈ 0.11·(ηd/B)·scale for ηd/B ∈ [0.0025, 0.02] → atol (0.5·η + 0.25·ηd/B)·scale.
     z = 3 standard errors of the seed mean on top.
     """
@@ -279,7 +279,7 @@ def default_tolerance(spec: DLNSpec, sim=None):
     if spec.ratio is not None:
         # DMFT vs finite-d GD: the theory's own Monte-Carlo error enters through its _sem (combined in
         # quadrature); finite-d corrections are O(d^(-1/2)) relative — single runs fluctuate by
-        # ≈ 2–4·d^(-1/2) relative on E_tr (dln.md §10 pitfall 9) while measured seed-mean deviations
+        # ≈ 2–4·d^(-1/2) relative on E_tr (docs/theory/dln.md §10 pitfall 9) while measured seed-mean deviations
         # stayed below 0.3·d^(-1/2) relative at d = 500–4000, δ ∈ {0.5, 2} → rtol 0.5·d^(-1/2), z = 4
         # (the DMFT SEM is itself estimated from 8 replicas).
         return Tolerance(z=4.0, rtol=0.5 / np.sqrt(spec.d))

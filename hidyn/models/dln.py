@@ -1,4 +1,4 @@
-"""Diagonal linear network spec (theory note dln.md §2)."""
+"""Diagonal linear network spec (theory note docs/theory/dln.md §2)."""
 from __future__ import annotations
 
 import dataclasses
@@ -18,7 +18,7 @@ ALGORITHMS = ("gf", "gd", "sgd")
 class DLNSpec(ModelSpec):
     """Diagonal linear network β = u⊙v (or w+² − w−²) on Gaussian linear regression.
 
-    Conventions are those of dln.md §2: X_{μi} iid N(0, 1/d), n = ratio·d rows, y = Xβ* + σξ,
+    Conventions are those of docs/theory/dln.md §2: X_{μi} iid N(0, 1/d), n = ratio·d rows, y = Xβ* + σξ,
     loss L = (1/(2δ))‖y − Xβ‖², time t = η·k for GD/SGD (the uv gradient-flow clock; the pm
     parametrisation runs on its own clock, twice as fast, and is not converted).
 
@@ -39,7 +39,7 @@ class DLNSpec(ModelSpec):
     init_scale : float
         α > 0, the initialisation scale.
     init : {"pesme", "pm", "balanced"}
-        Initialisation of dln.md §2.2 (same β₀ and Δ in both parametrisations).
+        Initialisation of docs/theory/dln.md §2.2 (same β₀ and Δ in both parametrisations).
     parametrization : {"uv", "pm"}
         β = u⊙v or β = w+² − w−².
     algorithm : {"gf", "gd", "sgd"}
@@ -113,7 +113,7 @@ class DLNSpec(ModelSpec):
 
 
 def initial_pq(spec: DLNSpec) -> tuple[float, float]:
-    """Initial p₀ = w+(0)², q₀ = w−(0)² with β₀ = p₀ − q₀ (dln.md §2.2, §3).
+    """Initial p₀ = w+(0)², q₀ = w−(0)² with β₀ = p₀ − q₀ (docs/theory/dln.md §2.2, §3).
 
     In the uv parametrisation w± = (u ± v)/2; the named inits give the same (p₀, q₀) in both
     parametrisations: pesme p₀ = q₀ = α²/2 (Δ = 2α²), pm p₀ = q₀ = α² (Δ = 4α²),

@@ -1,22 +1,22 @@
 """Causal two-time grid utilities shared by hidyn's discrete-time DMFT solvers.
 
-A discrete-time DMFT (dln.md §5; Gerbelot et al., arXiv:2210.06591) lives on a grid k = 0..T and
+A discrete-time DMFT (docs/theory/dln.md §5; Gerbelot et al., arXiv:2210.06591) lives on a grid k = 0..T and
 couples a single-coordinate ("d-side") process to a linear single-sample ("n-side") process through
 two-time kernels.  Because every kernel is *causal*, the equations can be solved in one forward pass
-over k (dln.md §5.2): at step k only row k of each kernel is new, and it depends on rows < k only.
+over k (docs/theory/dln.md §5.2): at step k only row k of each kernel is new, and it depends on rows < k only.
 This module owns the parts of that pass that do not depend on the model family:
 
 * :class:`CausalKernels` -- storage of a symmetric correlation C(k, l) and a strictly lower-triangular
-  response R(k, j), filled row by row, with the structure of dln.md §10 pitfall 8 enforced.
-* :func:`resolvent_row` and :class:`ResidualKernels` -- the n-side algebra of dln.md §5.1:
+  response R(k, j), filled row by row, with the structure of docs/theory/dln.md §10 pitfall 8 enforced.
+* :func:`resolvent_row` and :class:`ResidualKernels` -- the n-side algebra of docs/theory/dln.md §5.1:
   M = (I + R_β/δ)^{-1} by forward substitution and C_r = M (C_Δ + σ² 11ᵀ) Mᵀ, one row at a time.
 * :class:`IncrementalCholesky` -- row-by-row Cholesky factor of a growing covariance with a *relative*
-  pivot cutoff (dln.md §10 pitfall 5).
+  pivot cutoff (docs/theory/dln.md §10 pitfall 5).
 * :class:`CausalGaussianSampler` -- turns white noise fixed per sample into a Gaussian process
   ζ^k = Σ_{j≤k} L[k, j] z_j whose covariance is revealed one row at a time.
 * :class:`CausalTangentHistory` -- per-sample storage of forward-mode tangents ∂x^l/∂h^j (j < l) in a
   blocked lower-triangular layout, with the memory contraction Σ_l c_l ∂x^l/∂h^j needed by the
-  response equations (dln.md §5.2 step 2).
+  response equations (docs/theory/dln.md §5.2 step 2).
 
 Conventions: arrays of samples are laid out with the sample index *last* (shape (..., K)), so that a
 sum over past times is one matrix-vector product.  Kernels are float64.
@@ -46,7 +46,7 @@ __all__ = [
     "DEFAULT_PIVOT_RTOL",
 ]
 
-#: Default relative pivot cutoff of the incremental Cholesky (dln.md §10 pitfall 5: results are
+#: Default relative pivot cutoff of the incremental Cholesky (docs/theory/dln.md §10 pitfall 5: results are
 #: independent of the value in 1e-8..1e-4, while 1e-12 lets rounding errors grow).
 DEFAULT_PIVOT_RTOL = 1e-8
 
@@ -63,7 +63,7 @@ class CausalKernels:
 
     Rows are filled in increasing k.  ``set_C_row(k, row)`` writes C[k, :k+1] and mirrors it into
     column k, so C stays exactly symmetric; ``set_R_row(k, row)`` writes R[k, :k] and R[k, k:] stays 0
-    (a response to a force applied at j can only appear at times k > j: dln.md §5.1, §10 pitfall 8).
+    (a response to a force applied at j can only appear at times k > j: docs/theory/dln.md §5.1, §10 pitfall 8).
 
     Parameters
     ----------
@@ -141,7 +141,7 @@ class CausalKernels:
 
 
 def resolvent_row(R_row, M_prev, ratio: float) -> np.ndarray:
-    """Row k of M = (I + R/δ)^{-1} by forward substitution (dln.md §5.1, n-side).
+    """Row k of M = (I + R/δ)^{-1} by forward substitution (docs/theory/dln.md §5.1, n-side).
 
     Because R is strictly lower-triangular, M is unit lower-triangular and
     M[k, :k] = -(1/δ) Σ_{m<k} R[k, m] M[m, :k]  (from (I + R/δ) M = I), which needs rows < k of M only.
@@ -190,7 +190,7 @@ def sandwich_row(M, S, k: int) -> np.ndarray:
 
 
 class ResidualKernels:
-    """n-side kernels of dln.md §5.1: M = (I + R_β/δ)^{-1} and C_r = M (C_Δ + σ² 11ᵀ) Mᵀ.
+    """n-side kernels of docs/theory/dln.md §5.1: M = (I + R_β/δ)^{-1} and C_r = M (C_Δ + σ² 11ᵀ) Mᵀ.
 
     The single-sample residual is r = M (ω − σ ξ 1) with ω ~ GP(0, C_Δ), ξ ~ N(0, 1); M is the
     response of r to its own input and C_r its covariance.  Rows are computed causally.
@@ -209,7 +209,7 @@ class ResidualKernels:
     M : ndarray, shape (n_times, n_times)
         Unit lower-triangular residual response.
     C_r : ndarray, shape (n_times, n_times)
-        Symmetric residual covariance; C_r[k, k] is the training error E_tr(k) of dln.md §5.1.
+        Symmetric residual covariance; C_r[k, k] is the training error E_tr(k) of docs/theory/dln.md §5.1.
     """
 
     def __init__(self, n_times: int, ratio: float, noise: float):
@@ -275,7 +275,7 @@ class IncrementalCholesky:
     v_k/Q[k, k] = 1 − ‖x‖²/Q[k, k] decides the pivot: it is kept, L[k, k] = √v_k, only if it exceeds
     ``pivot_rtol``; otherwise L[k, k] = 0, the coordinate is replaced by its conditional mean given
     the past, and column k stays 0 in every later row.  The cutoff is relative to the marginal variance
-    Q[k, k], so it does not depend on the scale of Q (dln.md §10 pitfall 5: the DMFT's C_r/δ loses ten
+    Q[k, k], so it does not depend on the scale of Q (docs/theory/dln.md §10 pitfall 5: the DMFT's C_r/δ loses ten
     decades within ~15 modes; an absolute or tiny cutoff turns rounding residues into pivots).
 
     Numerics: for an exact PSD matrix the system is consistent and the square triangular sub-system
@@ -361,7 +361,7 @@ class CausalGaussianSampler:
 
     With z_j iid N(0, 1) per sample (drawn once), ζ^k = Σ_{j≤k} L[k, j] z_j where L is the
     incremental Cholesky factor of the covariance Q revealed row by row.  ζ^k therefore depends only
-    on z_0..z_k and on Q[:k+1, :k+1] (dln.md §5.2 step 4).
+    on z_0..z_k and on Q[:k+1, :k+1] (docs/theory/dln.md §5.2 step 4).
 
     Parameters
     ----------
@@ -426,7 +426,7 @@ class CausalTangentHistory:
     n_samples : int
         K.
     dtype : numpy dtype, optional
-        float32 halves memory and time (dln.md §10 pitfall 7: float64 gives the same curves to 1e-5).
+        float32 halves memory and time (docs/theory/dln.md §10 pitfall 7: float64 gives the same curves to 1e-5).
     block : int, optional
         Rows per storage block.
     """
@@ -476,7 +476,7 @@ class CausalTangentHistory:
         """Σ_{l=j+1}^{k} weights[l] · D[l, j, :] for j = 0..k-1, with k = n_rows − 1.
 
         This is the memory term of the response equations, e.g. δg^k_j = Σ_l M[k, l] δβ^l_j
-        (dln.md §5.2 step 2).  Entries D[l, j] with j >= l are stored as exact zeros, so each block is
+        (docs/theory/dln.md §5.2 step 2).  Entries D[l, j] with j >= l are stored as exact zeros, so each block is
         contracted as a dense matrix-vector product.
 
         Parameters

@@ -1,4 +1,4 @@
-"""Reference numpy Monte-Carlo backend for diagonal linear networks (dln.md §2).
+"""Reference numpy Monte-Carlo backend for diagonal linear networks (docs/theory/dln.md §2).
 
 The weights are kept as w± (uv: w± = (u ± v)/2; pm: the pm weights), with β = w+² − w−².  In these
 coordinates every algorithm of §2.2 is one line:
@@ -36,7 +36,7 @@ _EXP_CLIP = 700.0  # e^{±700} is the float64 range: keeps sinh-like growth fini
 
 def draw_teacher(rng: np.random.Generator, d: int, sparsity: float, teacher: str,
                  exact: bool = True) -> np.ndarray:
-    """β* of shape (d,): round(ρd) (or Bernoulli(ρ)) nonzeros, ±1 or N(0, 1) (dln.md §2.1)."""
+    """β* of shape (d,): round(ρd) (or Bernoulli(ρ)) nonzeros, ±1 or N(0, 1) (docs/theory/dln.md §2.1)."""
     if exact:
         k = int(round(sparsity * d))
         support = np.zeros(d, dtype=bool)

@@ -160,7 +160,7 @@ JAX_ACTIVATIONS = ("erf", "relu", "linear", "tanh", "sigmoid", "quadratic", "he1
 
 
 # --------------------------------------------------------------------------------------------------
-# teacher–student online SGD (teacher_student.md §1)
+# teacher–student online SGD (docs/theory/teacher_student.md §1)
 # --------------------------------------------------------------------------------------------------
 @functools.cache
 def _two_layer_advance(activation: str, batch: int, train_second: bool):
@@ -217,7 +217,7 @@ class TwoLayerJaxBackend:
 
     Notes
     -----
-    Same update rules as the numpy reference (teacher_student.md §1); inputs and noise come from
+    Same update rules as the numpy reference (docs/theory/teacher_student.md §1); inputs and noise come from
     ``jax.random`` (module docstring), the initial weights from the reference's numpy draws.
     """
 
@@ -288,7 +288,7 @@ class TwoLayerJaxBackend:
 
 
 # --------------------------------------------------------------------------------------------------
-# diagonal linear networks (dln.md §2)
+# diagonal linear networks (docs/theory/dln.md §2)
 # --------------------------------------------------------------------------------------------------
 def _teacher(key, d, k_support, sparsity, teacher, exact, dtype):
     """β* (d,) as in dln_numpy.draw_teacher, from jax.random."""
@@ -462,7 +462,7 @@ class DLNJaxBackend:
     Notes
     -----
     The teacher, the design X, the labels, the minibatches and the online rows are drawn from
-    ``jax.random`` (module docstring).  Update rules are those of dln_numpy.py (dln.md §2.2): GD/SGD
+    ``jax.random`` (module docstring).  Update rules are those of dln_numpy.py (docs/theory/dln.md §2.2): GD/SGD
     w± ← w±(1 ∓ c·η·g) and gradient flow in mirror coordinates (RK4, module docstring).
     """
 
@@ -584,7 +584,7 @@ class DLNJaxBackend:
 
 
 # --------------------------------------------------------------------------------------------------
-# spiked single-index online SGD (single_index.md §1)
+# spiked single-index online SGD (docs/theory/single_index.md §1)
 # --------------------------------------------------------------------------------------------------
 def _horner(coefs):
     """Polynomial Σ_k coefs[k] x^k by Horner's rule (coefficients ascending, Python floats)."""

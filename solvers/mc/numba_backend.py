@@ -2,19 +2,19 @@
 
 Three backends follow the contract of :mod:`hidyn.solvers.mc.driver`:
 
-* :class:`TwoLayerNumbaBackend` – teacher–student online SGD (teacher_student.md §1).  It inherits the
+* :class:`TwoLayerNumbaBackend` – teacher–student online SGD (docs/theory/teacher_student.md §1).  It inherits the
   initial condition, the input/noise streams and the observables of
   :class:`~hidyn.solvers.mc.two_layer_numpy.TwoLayerNumpyBackend`: every seed draws its inputs from its
   own numpy Generator in blocks of ``block`` = 256 steps and its label noise after them, in exactly the
   reference's order, and only the sequential SGD map runs in numba (``prange`` over seeds).
-* :class:`DLNNumbaBackend` – diagonal linear networks (dln.md §2.2).  Full-batch GD (and the gradient
+* :class:`DLNNumbaBackend` – diagonal linear networks (docs/theory/dln.md §2.2).  Full-batch GD (and the gradient
   of gradient flow) use a *fused* gradient: each row x_μ of X is read once per step, r_μ = x_μ·β − y_μ
   and g += r_μ x_μ while the row is in L1, instead of the two passes Xβ then Xᵀr.  X is the largest
   array of the run and GD is bound by the memory traffic of reading it, so one pass is up to twice as
   fast; the same kernel batches several weight vectors sharing one X (``G`` columns) into one pass.
   Online and minibatch SGD run one seed per thread: the thread draws a chunk of its seed's stream and
   a serial kernel steps through it in the reference's order (bitwise equal in float64).
-* :class:`SingleIndexNumbaBackend` – spiked single-index online SGD (single_index.md §1) on the numpy
+* :class:`SingleIndexNumbaBackend` – spiked single-index online SGD (docs/theory/single_index.md §1) on the numpy
   reference's input blocks (inherited ``_new_block``, drawn on all cores), with the reference's
   scaled-weights step w = αV, its resync schedule and escape bookkeeping in one ``nogil`` kernel run
   on the draw threads over seed ranges (not a numba ``prange``: an OpenMP region would leave its
@@ -286,7 +286,7 @@ def activation_is_bitwise(name: str, n: int = 20001) -> bool:
 @njit(cache=True, nogil=True)
 def _two_layer_steps(X, x_off, zeta, z_off, n_steps, W, B, v, A, code, inv_sqrt_d, c_w, c_v,
                      train_second, prog_d, prog_k, prog_m, stack_size):
-    """Advance every seed by ``n_steps`` SGD steps (teacher_student.md §1), in place.
+    """Advance every seed by ``n_steps`` SGD steps (docs/theory/teacher_student.md §1), in place.
 
     Parameters
     ----------
@@ -581,7 +581,7 @@ def dln_fused_gradient(X, y, beta, inv_ratio, n_chunks=1):
 
 @njit(cache=True, parallel=True, fastmath=_FAST, nogil=True)
 def _dln_population_gd(wp, wm, beta_star, n_steps, c_lr):
-    """Population GD (g = β − β*, dln.md §2.2), in place; trivially memory-light."""
+    """Population GD (g = β − β*, docs/theory/dln.md §2.2), in place; trivially memory-light."""
     S, d = wp.shape
     for s in prange(S):
         for _ in range(n_steps):
@@ -663,7 +663,7 @@ def _dln_minibatch_steps(rows, X, y, wp, wm, c_lr, prog_d, stack):
 
 
 class DLNNumbaBackend(DLNNumpyBackend):
-    """Diagonal linear networks in numba: every algorithm of dln.md §2.2.
+    """Diagonal linear networks in numba: every algorithm of docs/theory/dln.md §2.2.
 
     Initial condition, teacher, data, random streams and observables are those of
     :class:`~hidyn.solvers.mc.dln_numpy.DLNNumpyBackend` (same Generators, same draws):
@@ -763,7 +763,7 @@ class DLNNumbaBackend(DLNNumpyBackend):
 
 
 # --------------------------------------------------------------------------------------------------
-# spiked single-index online SGD (single_index.md §1)
+# spiked single-index online SGD (docs/theory/single_index.md §1)
 # --------------------------------------------------------------------------------------------------
 @njit(cache=True, nogil=True)
 def _student(code, power, dpower, x, derivative):

@@ -1,4 +1,4 @@
-"""Numpy Monte-Carlo backends for spiked-covariance single-index online SGD (single_index.md §1).
+"""Numpy Monte-Carlo backends for spiked-covariance single-index online SGD (docs/theory/single_index.md §1).
 
 Two backends follow the driver contract of :mod:`hidyn.solvers.mc.driver`:
 

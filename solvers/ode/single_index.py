@@ -1,4 +1,4 @@
-"""d → ∞ theory of online SGD for spiked-covariance single-index learning (single_index.md).
+"""d → ∞ theory of online SGD for spiked-covariance single-index learning (docs/theory/single_index.md).
 
 Model (note §1): x ~ N(0, Σ), Σ = I + κuuᵀ, c = ⟨u, θ*⟩ = cos φ; target y = g(τν) + √Δ ξ with
 ν = ⟨θ*, x⟩ and Δ = ``noise``²; student σ(λ), λ = ⟨w, x⟩; step w += (η/d) F x with −∇ℓ = F x,

@@ -1,4 +1,4 @@
-"""Tests of the d → ∞ single-index theory (solvers/ode/single_index.py, single_index.md §1–§4).
+"""Tests of the d → ∞ single-index theory (solvers/ode/single_index.py, docs/theory/single_index.md §1–§4).
 
 Independent references: a numpy implementation of one online-SGD step with d-dimensional spiked inputs
 x = z + (√(1+κ) − 1)⟨z,u⟩u (Σ is never formed), the explicit isotropic formulas of note §3, the exact
