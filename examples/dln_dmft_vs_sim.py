@@ -1,7 +1,8 @@
 """DMFT of a diagonal linear network against finite-d gradient descent (Nishiyama & Imaizumi, arXiv:2510.01930).
 
 Proportional regime n/d = 0.5, sparse rademacher teacher (ρ = 1/8), label noise σ = 0.1, init scale
-α = 0.3, GD with step η = 0.1 (docs/theory/dln.md §2).  The one-pass DMFT (docs/theory/dln.md §5) gives the d → ∞ train and
+α = 0.3, GD with step η = 0.1 (docs/theory/dln.md §2).  The one-pass DMFT (docs/theory/dln.md §5) gives
+the d → ∞ train and
 test errors with a Monte-Carlo standard error; finite-d GD at two dimensions (mean ± SEM over seeds)
 sits on it, and its deviation shrinks as d grows (fluctuations O(d^{-1/2}), docs/theory/dln.md §10 pitfall 9).
 

@@ -1,4 +1,5 @@
-"""Limiting test error of a diagonal linear network against the init scale α: from min-ℓ2 to min-ℓ1 (docs/theory/dln.md §4).
+"""Limiting test error of a diagonal linear network against the init scale α: from min-ℓ2 to min-ℓ1
+(docs/theory/dln.md §4).
 
 For n/d = δ < 1 gradient flow converges to the interpolator that minimises the hyperbolic-entropy
 potential of the initialisation (Woodworth et al. 2020): ℓ2-like for large α (kernel regime), ℓ1-like for

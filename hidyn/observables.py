@@ -4,8 +4,8 @@ Theory solvers and Monte-Carlo backends both call these functions, so a simulate
 `test_loss` can never disagree by a convention.  Conventions per family (see the theory notes):
 
 * DLN (docs/theory/dln.md §2.2): losses carry no ½ and `test_loss` includes σ².
-* two_layer (docs/theory/teacher_student.md §5) and single_index (docs/theory/single_index.md §1): `test_loss` carries a ½ and
-  excludes the label noise.
+* two_layer (docs/theory/teacher_student.md §5) and single_index (docs/theory/single_index.md §1): `test_loss`
+  carries a ½ and excludes the label noise.
 """
 from __future__ import annotations
 
