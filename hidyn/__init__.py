@@ -17,6 +17,7 @@ from hidyn._version import __version__
 __all__ = ["__version__", "simulate", "theory", "compare", "sweep", "save", "load", "models", "Tolerance",
            "show_versions", "plot"]
 __all__ += ["escape_time"]
+__all__ += ["lr_transfer"]
 
 _LAZY = {
     "simulate": "hidyn.api", "theory": "hidyn.api", "compare": "hidyn.api",
@@ -24,6 +25,7 @@ _LAZY = {
     "Tolerance": "hidyn.validation.tolerance",
     "show_versions": "hidyn._versions",
     "escape_time": "hidyn.escape",
+    "lr_transfer": "hidyn.transfer",
 }
 _SUBMODULES = ("models", "plot", "results", "observables", "io", "rng", "config", "api", "activations",
                "solvers", "validation")
