@@ -104,6 +104,7 @@ class DeepLinearSpec(ModelSpec):
     time_units: ClassVar[str] = "GD steps"
     backends: ClassVar[dict[str, str]] = {
         "numpy": "hidyn.solvers.mc.deep_linear_numpy:DeepLinearNumpyBackend",
+        "jax": "hidyn.solvers.mc.deep_linear_jax:DeepLinearJaxBackend",
     }
 
     width: int = 256
