@@ -47,7 +47,7 @@ def main(max_width: int = 4096, seeds: int = 8, mean_seeds: int = 64, precision:
           f"(expected -1 above the SEM floor)")
 
     lt_widths = [64, 128, 256, 512, 1024, 2048]
-    grids = {"sp": np.geomspace(1e-4, 0.3, 25), "ntp": np.geomspace(0.1, 3.0, 25), "mup": np.geomspace(0.1, 3.0, 25)}
+    grids = {"sp": np.geomspace(1e-4, 0.3, 25), "ntp": np.geomspace(0.3, 10.0, 25), "mup": np.geomspace(0.1, 3.0, 25)}
     for par, lrs in grids.items():
         start = time.perf_counter()
         ds = hidyn.lr_transfer("deep_linear", widths=lt_widths, lrs=lrs, parametrization=par, steps=10,

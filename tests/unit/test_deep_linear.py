@@ -282,3 +282,34 @@ def test_a_diverging_lr_is_recorded_and_the_grid_continues():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         hidyn.theory("deep_linear", **{**kw, "lr": 0.3})
+
+
+# ------------------------------------------------------------------ §5 lr_transfer
+def test_parabolic_argmin_recovers_a_parabola_vertex_and_flags_edges():
+    from hidyn.transfer import parabolic_argmin
+
+    lrs = np.geomspace(0.01, 10, 13)
+    x = np.log(lrs)
+    loss = np.stack([(x - np.log(0.37)) ** 2 + 1, (x - np.log(20.0)) ** 2])    # vertex inside / beyond
+    loss[0, -1] = np.nan                                                        # a diverged run
+    eta, edge = parabolic_argmin(lrs, loss)
+    assert math.isclose(eta[0], 0.37, rel_tol=1e-10) and not edge[0]
+    assert math.isclose(eta[1], lrs[-1], rel_tol=1e-12) and edge[1]
+    assert np.isnan(parabolic_argmin(lrs, np.full(13, np.nan))[0])
+
+
+def test_lr_transfer_dataset_and_bad_input():
+    kw = dict(depth=1, d_in=5, n_samples=12, steps=2, seeds=2, backend="numpy")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        ds = hidyn.lr_transfer("deep_linear", widths=[8, 16], lrs=np.geomspace(0.1, 300, 5), **kw)
+    assert ds.loss.dims == ("seed", "lr", "width") and ds.optimal_lr.dims == ("seed", "width")
+    assert np.all(ds.diverged_at.sel(lr=300.0) > 0) and np.all(ds.diverged_at.sel(lr=0.1) == -1)
+    assert np.all(np.isnan(ds.loss.sel(lr=300.0)))
+    assert np.isfinite(ds.attrs["optimal_lr_theory"]) and ds.loss_theory.dims == ("lr",)
+    with pytest.raises(ValueError, match="lrs="):
+        hidyn.lr_transfer("deep_linear", widths=[8], lrs=[0.1, 0.2], **kw)
+    with pytest.raises(ValueError, match=r"widths\[0\]=0 is invalid"):
+        hidyn.lr_transfer("deep_linear", widths=[0], lrs=[0.1, 0.2, 0.3], **kw)
+    with pytest.raises(ValueError, match="model='dln' is invalid"):
+        hidyn.lr_transfer("dln", widths=[8], lrs=[0.1, 0.2, 0.3])
