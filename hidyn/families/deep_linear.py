@@ -88,6 +88,13 @@ def dmft(spec: DeepLinearSpec, times, *, kernels: bool = True):
     Xh = X / math.sqrt(spec.d_in)
     lrs = spec.lrs
     T = int(steps[-1])
+    # memory of one solve (deep_linear.md §4): source covariances and coefficients O(L T² d²)
+    from hidyn.solvers.mc.driver import check_memory
+
+    d, L1, N = spec.d_in, spec.depth + 1, (T + 1) * (spec.d_in + 1)
+    check_memory(8 * L1 * (N * N + (T + 1) * N * (d + 1) + (T + 1) ** 2 * (d * d + 1)),
+                 f"the μP DMFT with {T} steps, d_in={d}, depth={spec.depth}",
+                 "fewer steps (the cost grows like steps³·d_in³, memory like steps²·d_in²)")
     runs = [solve_mup(S_hat, c_hat, yy, w_star, spec.depth, lr, T, X_hat=Xh) for lr in lrs]
     div = np.array([r["diverged_at"] for r in runs], dtype=np.float64)
     _warn_diverged(div, lrs, "dmft")
