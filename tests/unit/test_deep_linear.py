@@ -259,7 +259,7 @@ def test_dmft_kernels_at_init_and_symmetry():
 
 def test_dmft_close_to_width_2048_after_three_steps():
     """A single seed at width 2048 is within a few n^{-1/2} of the μP limit (fast sanity check; the
-    measured rate is in tests/agreement/test_deep_linear.py)."""
+    measured rate is in tests/agreement/test_deep_linear_width.py)."""
     kw = dict(depth=1, d_in=6, n_samples=16, lr=[0.3, 1.0], t_max=3, n_times=4, spacing="linear")
     th = hidyn.theory("deep_linear", **kw)
     sim = hidyn.simulate("deep_linear", width=2048, seeds=1, backend="numpy", **kw)
