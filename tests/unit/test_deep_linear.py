@@ -313,3 +313,16 @@ def test_lr_transfer_dataset_and_bad_input():
         hidyn.lr_transfer("deep_linear", widths=[0], lrs=[0.1, 0.2, 0.3], **kw)
     with pytest.raises(ValueError, match="model='dln' is invalid"):
         hidyn.lr_transfer("dln", widths=[8], lrs=[0.1, 0.2, 0.3])
+
+
+def test_save_load_round_trip_and_theory_refuses_sgd(tmp_path):
+    kw = dict(width=8, lr=[0.1, 0.3], t_max=2, n_times=3, spacing="linear", seeds=2, backend="numpy", **SMALL)
+    sim = hidyn.simulate("deep_linear", **kw)
+    hidyn.save(sim, tmp_path / "dl.nc")
+    back = hidyn.load(tmp_path / "dl.nc")
+    assert np.allclose(back.train_loss, sim.train_loss) and list(back.lr.values) == [0.1, 0.3]
+    from hidyn.results import spec_from_dataset
+
+    assert spec_from_dataset(back) == hidyn.models.get("deep_linear", width=8, lr=[0.1, 0.3], **SMALL)
+    with pytest.raises(NotImplementedError, match="minibatch SGD has only the Monte-Carlo"):
+        hidyn.theory("deep_linear", algorithm="sgd", batch_size=4, t_max=2, **SMALL)
