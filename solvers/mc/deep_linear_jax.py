@@ -260,5 +260,6 @@ class DeepLinearJaxBackend:
     def attrs(self, st):
         s = self.spec
         p, q = s.exponents
+        platforms = sorted({dev.platform for dev in st["dev"]["W0"].devices()})
         return {"init_variance_exponent": p, "lr_exponent": q, "regime": s.regime or "custom",
-                "lr_grid": s.lrs}
+                "lr_grid": s.lrs, "jax_device": ",".join(platforms)}
