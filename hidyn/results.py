@@ -52,6 +52,8 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "feature_kernel": ("feature kernel H_l(t,t) = A_l^T A_l / width on inputs x/sqrt(d)", "1"),
     "gradient_kernel": ("gradient kernel G_l(t,t) = |width * g_l|^2 / width", "1"),
     "train_output": ("network output f(x_mu) on the training inputs", "1"),
+    "feature_kernel_2t": ("two-time feature kernel H_l(t,t') = A_l(t)^T A_l(t') / width", "1"),
+    "gradient_kernel_2t": ("two-time gradient kernel G_l(t,t') = (width g_l(t)).(width g_l(t')) / width", "1"),
     "optimal_lr": ("loss-minimising learning rate", "1"),
     "diverged_at": ("GD step at which the run diverged (-1: never)", "steps"),
 }

@@ -58,7 +58,7 @@ def _warn_diverged(div, lrs, method):
                       f"NaN and attrs['diverged_at'] records the step", RuntimeWarning, stacklevel=4)
 
 
-def dmft(spec: DeepLinearSpec, times, *, kernels: bool = True):
+def dmft(spec: DeepLinearSpec, times, *, kernels: bool = True, two_time: bool = False):
     """μP infinite-width limit (deep_linear.md §4) at each learning rate of ``spec.lr``.
 
     Parameters
@@ -69,6 +69,9 @@ def dmft(spec: DeepLinearSpec, times, *, kernels: bool = True):
         Step counts (rounded to integers).
     kernels : bool
         Return the equal-time feature and gradient kernels and the training outputs.
+    two_time : bool
+        Also return the two-time kernels ``feature_kernel_2t`` (lr, hidden, time, time_, input, input_)
+        = H_ℓ(t, t') and ``gradient_kernel_2t`` (lr, hidden, time, time_) = G_ℓ(t, t') at the saved steps.
 
     Returns
     -------
@@ -95,7 +98,8 @@ def dmft(spec: DeepLinearSpec, times, *, kernels: bool = True):
     check_memory(8 * L1 * (N * N + (T + 1) * N * (d + 1) + (T + 1) ** 2 * (d * d + 1)),
                  f"the μP DMFT with {T} steps, d_in={d}, depth={spec.depth}",
                  "fewer steps (the cost grows like steps³·d_in³, memory like steps²·d_in²)")
-    runs = [solve_mup(S_hat, c_hat, yy, w_star, spec.depth, lr, T, X_hat=Xh) for lr in lrs]
+    runs = [solve_mup(S_hat, c_hat, yy, w_star, spec.depth, lr, T, X_hat=Xh, return_kernels=two_time)
+            for lr in lrs]
     div = np.array([r["diverged_at"] for r in runs], dtype=np.float64)
     _warn_diverged(div, lrs, "dmft")
 
@@ -112,6 +116,22 @@ def dmft(spec: DeepLinearSpec, times, *, kernels: bool = True):
         data["gradient_kernel"] = (("time", "lr", "hidden"), stack("gradient_kernel"))
         data["train_output"] = (("time", "lr", "sample"), stack("train_output"))
     coords = {"lr": lrs, "layer": np.arange(spec.n_layers), "hidden": np.arange(spec.depth + 1)}
+    if two_time:
+        ix = np.ix_(steps, steps)
+
+        def two(key, diverged_at):
+            arr = np.array(key[:, ix[0], ix[1]])                 # (hidden, time, time_, ...)
+            if diverged_at >= 0:                                # entries from the diverged step on
+                late = steps >= diverged_at
+                arr[:, late] = np.nan
+                arr[:, :, late] = np.nan
+            return arr
+
+        data["feature_kernel_2t"] = (("lr", "hidden", "time", "time_", "input", "input_"),
+                                     np.stack([two(r["H"], r["diverged_at"]) for r in runs]))
+        data["gradient_kernel_2t"] = (("lr", "hidden", "time", "time_"),
+                                      np.stack([two(r["G"], r["diverged_at"]) for r in runs]))
+        coords["time_"] = steps.astype(np.float64)
     return data, {"time": steps.astype(np.float64), "coords": coords, "diverged_at": div,
                   "theory": "muP infinite-width limit, discrete-time GD (deep_linear.md §4)"}
 

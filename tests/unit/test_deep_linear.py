@@ -326,3 +326,12 @@ def test_save_load_round_trip_and_theory_refuses_sgd(tmp_path):
     assert spec_from_dataset(back) == hidyn.models.get("deep_linear", width=8, lr=[0.1, 0.3], **SMALL)
     with pytest.raises(NotImplementedError, match="minibatch SGD has only the Monte-Carlo"):
         hidyn.theory("deep_linear", algorithm="sgd", batch_size=4, t_max=2, **SMALL)
+
+
+def test_two_time_kernels_through_the_api():
+    th = hidyn.theory("deep_linear", times=[0, 2, 4], lr=[0.3, 0.6], two_time=True, **SMALL)
+    H, G = th.feature_kernel_2t, th.gradient_kernel_2t
+    assert H.dims == ("lr", "hidden", "time", "time_", "input", "input_")
+    diag = H.values[:, :, [0, 1, 2], [0, 1, 2]]                   # (lr, hidden, time, input, input_)
+    assert np.allclose(np.moveaxis(diag, 2, 0), th.feature_kernel.values)
+    assert np.allclose(G.values[..., 1, 2], G.values[..., 2, 1])
