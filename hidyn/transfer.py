@@ -128,8 +128,6 @@ def lr_transfer(model="deep_linear", *, widths, lrs, steps: int = 10, seeds=8, v
     """
     import warnings
 
-    import xarray as xr
-
     from hidyn import api, models, rng
     from hidyn.models._base import check_choice, check_int
     from hidyn.results import make_dataset
