@@ -30,11 +30,13 @@ if TYPE_CHECKING:
     from hidyn.io import load as load
     from hidyn.io import save as save
     from hidyn.sweeps import sweep as sweep
+    from hidyn.transfer import lr_transfer as lr_transfer
     from hidyn.validation.tolerance import Tolerance as Tolerance
 
 __all__ = ["__version__", "simulate", "theory", "compare", "sweep", "save", "load", "models", "Tolerance",
            "show_versions", "plot"]
 __all__ += ["escape_time"]
+__all__ += ["lr_transfer"]
 
 _LAZY = {
     "simulate": "hidyn.api", "theory": "hidyn.api", "compare": "hidyn.api",
@@ -42,6 +44,7 @@ _LAZY = {
     "Tolerance": "hidyn.validation.tolerance",
     "show_versions": "hidyn._versions",
     "escape_time": "hidyn.escape",
+    "lr_transfer": "hidyn.transfer",
 }
 _SUBMODULES = ("models", "plot", "results", "observables", "io", "rng", "config", "api", "activations",
                "solvers", "validation")

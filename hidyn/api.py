@@ -155,8 +155,9 @@ def simulate(model="dln", *, d=None, times=None, t_max=None, n_times: int = 100,
              **{k: v for k, v in spec.to_dict().items() if not isinstance(v, (list, dict))},
              "config_json": spec.to_json(), "seed_entropy": str(rng._entropy(seed)),
              "n_seeds": int(idx.size), "wall_time_s": wall, "time_units": spec.time_units, **info}
-    return make_dataset({k: (dims[k], v) for k, v in data.items()},
-                        {"seed": idx, "time": actual}, attrs, model=spec.model)
+    # a backend may label its extra dims (e.g. the learning-rate grid of deep_linear): ``coords``
+    coords = {"seed": idx, "time": actual, **getattr(be, "coords", {})}
+    return make_dataset({k: (dims[k], v) for k, v in data.items()}, coords, attrs, model=spec.model)
 
 
 def theory(model="dln", *, method: str = "auto", times=None, t_max=None, n_times: int = 100,

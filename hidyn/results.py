@@ -46,6 +46,16 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "q": ("squared norm |w|^2", "1"),
     "cosine": ("cosine similarity m/sqrt(q)", "1"),
     "objective": ("population training objective", "1"),
+    "alignment": ("cosine between the learned end-to-end map and the teacher w*", "1"),
+    "weight_change": ("relative weight change |W_l(t) - W_l(0)|_2 / Bai-Yin limit of |W_l(0)|_2", "1"),
+    "end_to_end": ("end-to-end linear map w_eff (f(x) = w_eff . x)", "1"),
+    "feature_kernel": ("feature kernel H_l(t,t) = A_l^T A_l / width on inputs x/sqrt(d)", "1"),
+    "gradient_kernel": ("gradient kernel G_l(t,t) = |width * g_l|^2 / width", "1"),
+    "train_output": ("network output f(x_mu) on the training inputs", "1"),
+    "feature_kernel_2t": ("two-time feature kernel H_l(t,t') = A_l(t)^T A_l(t') / width", "1"),
+    "gradient_kernel_2t": ("two-time gradient kernel G_l(t,t') = (width g_l(t)).(width g_l(t')) / width", "1"),
+    "optimal_lr": ("loss-minimising learning rate", "1"),
+    "diverged_at": ("GD step at which the run diverged (-1: never)", "steps"),
 }
 
 FAMILY_VARIABLES: dict[str, dict[str, tuple[str, str]]] = {
@@ -60,9 +70,14 @@ FAMILY_VARIABLES: dict[str, dict[str, tuple[str, str]]] = {
     "single_index": {
         "test_loss": ("test error E[(g(tau nu) - sigma(lambda))^2]/2 (noise-free)", "1"),
     },
+    "deep_linear": {
+        "train_loss": ("training loss (1/2P) sum_mu (f(x_mu) - y_mu)^2 (noise included)", "1"),
+        "test_loss": ("test error |w_eff - w*|^2/2 = E(f(x) - w*.x)^2/2 (noise-free)", "1"),
+    },
 }
 
 DIMS = ("time", "seed", "k", "k_", "m", "m_", "time_", "d", "quantile")
+DIMS += ("lr", "width", "layer", "hidden", "input", "input_", "sample")  # deep_linear
 
 
 def variable_attrs(name: str, model: str | None = None) -> dict:

@@ -7,7 +7,11 @@ A backend is an object built from ``(spec, precision)`` with
 * ``variables`` – dict name → extra dims after (seed, time), e.g. ``{"Q": ("k", "k_")}``;
 * ``memory_bytes(n_seeds)`` – an estimate of the state size, checked before allocating;
 * ``init(seed_sequences) → state``, ``advance(state, n) → state``, ``observe(state) → dict`` of
-  arrays shaped (n_seeds, *extra dims)``, and ``attrs(state) → dict`` of extra netCDF-safe attrs.
+  arrays shaped (n_seeds, *extra dims)``, and ``attrs(state) → dict`` of extra netCDF-safe attrs;
+* optionally ``unit_shape`` – a tuple: the leading extra dims of *every* observable over which runs are
+  independent (e.g. ``(n_lr,)`` for a grid of learning rates run in one batch).  Divergence is then
+  detected and recorded per (seed, *unit) and the other units keep running; the returned arrays are
+  (n_seeds, n_saved, *unit_shape, *rest) and ``diverged_at`` has shape (n_seeds, *unit_shape).
 
 The driver holds no family logic; backends hold no scheduling logic.
 """
@@ -90,13 +94,17 @@ def run(backend, seed_sequences, times, *, progress=None, chunk_steps: int | Non
     marks, actual = save_schedule(times, backend.time_per_step)
     continuous = backend.time_per_step is None
     n_seeds = len(seed_sequences)
+    # independent runs ("units") per seed: () for one run per seed, (n_lr,) for a batched lr grid
+    unit_shape = tuple(int(k) for k in getattr(backend, "unit_shape", ()))
+    n_units = n_seeds * int(np.prod(unit_shape, dtype=np.int64))
+    n_lead = 1 + len(unit_shape)
     state = backend.init(seed_sequences)
     total = float(marks[-1])
     if chunk_steps is None:
         chunk_steps = max(total / 200.0, 1.0) if not continuous else max(total / 200.0, 1e-12)
     data: dict[str, np.ndarray] = {}
-    diverged_at = np.full(n_seeds, -1.0)
-    alive = np.ones(n_seeds, dtype=bool)
+    diverged_at = np.full(n_units, -1.0)
+    alive = np.ones(n_units, dtype=bool)
     loss0 = None
     position = 0.0 if continuous else 0
     disable = None if progress is None else not progress  # None: tqdm shows it only on a terminal
@@ -112,17 +120,18 @@ def run(backend, seed_sequences, times, *, progress=None, chunk_steps: int | Non
                 position = position + n
                 bar.update(float(n))
             with np.errstate(all="ignore"):
-                obs = backend.observe(state)
+                obs = {name: np.asarray(arr) for name, arr in backend.observe(state).items()}
+                obs = {name: arr.reshape((n_units,) + arr.shape[n_lead:]) for name, arr in obs.items()}
             if not data:
                 for name, arr in obs.items():
-                    data[name] = np.full((n_seeds, marks.size) + np.shape(arr)[1:], np.nan)
+                    data[name] = np.full((n_units, marks.size) + arr.shape[1:], np.nan)
             key = _loss_key(obs)
             if key is not None and loss0 is None:
                 loss0 = np.abs(np.asarray(obs[key], dtype=np.float64))
-            bad = np.zeros(n_seeds, dtype=bool)
+            bad = np.zeros(n_units, dtype=bool)
             for arr in obs.values():
                 arr = np.asarray(arr, dtype=np.float64)
-                bad |= ~np.all(np.isfinite(arr.reshape(n_seeds, -1)), axis=1)
+                bad |= ~np.all(np.isfinite(arr.reshape(n_units, -1)), axis=1)
             if key is not None:
                 bad |= np.abs(np.asarray(obs[key], dtype=np.float64)) > BLOWUP_FACTOR * (loss0 + 1.0)
             newly = bad & alive
@@ -134,10 +143,15 @@ def run(backend, seed_sequences, times, *, progress=None, chunk_steps: int | Non
                 break
     finally:
         bar.close()
+    if unit_shape:
+        data = {name: np.moveaxis(arr.reshape((n_seeds,) + unit_shape + arr.shape[1:]), n_lead, 1)
+                for name, arr in data.items()}
+        diverged_at = diverged_at.reshape((n_seeds,) + unit_shape)
     info = {"diverged_at": diverged_at, "n_steps": float(position), **backend.attrs(state)}
     if np.any(diverged_at >= 0):
         first = float(diverged_at[diverged_at >= 0].min())
-        warnings.warn(f"{int(np.sum(diverged_at >= 0))} of {n_seeds} seeds diverged (first at "
+        what = "seeds" if not unit_shape else f"runs (seed × {unit_shape} grid)"
+        warnings.warn(f"{int(np.sum(diverged_at >= 0))} of {n_units} {what} diverged (first at "
                       f"t = {first:.6g}: a loss grew by >{BLOWUP_FACTOR:.0e}× or became non-finite); "
                       f"their later values are NaN and attrs['diverged_at'] records the times. "
                       f"Lower the learning rate.", RuntimeWarning, stacklevel=3)
