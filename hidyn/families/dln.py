@@ -49,15 +49,18 @@ def _dmft_output(out: dict, spec: DLNSpec, times, flow: bool):
 
     grid = np.asarray(out["time"], dtype=np.float64)
     times = np.asarray(times, dtype=np.float64)
-    n_samples = float(out["info"].get("n_samples", 0) or 0)
+    info = out["info"]
+    n_samples = float(info.get("n_samples", 0) or info.get("coarse_n_samples", 0) or 0)
+    # Richardson 2f(η/2) − f(η) of two independent sample sets: the resolution adds as √(2² + 1²)
+    n_eff = n_samples / np.sqrt(5.0) if "coarse_n_samples" in info else n_samples
     sems = {}
     for k in SCALARS:
         sem = np.asarray(out[f"{k}_sem"], dtype=np.float64)
-        if k in ("tpr", "fpr") and n_samples > 0:
+        if k in ("tpr", "fpr") and n_eff > 0:
             # a rate estimated from N samples has resolution 1/N; where (almost) no sample crossed the
             # threshold the replica spread is 0, so add the one-sample resolution in quadrature
             frac = spec.sparsity if k == "tpr" else 1.0 - spec.sparsity
-            sem = np.sqrt(sem ** 2 + (1.0 / max(frac * n_samples, 1.0)) ** 2)
+            sem = np.sqrt(sem ** 2 + (1.0 / max(frac * n_eff, 1.0)) ** 2)
         sems[k] = sem
     data, attrs = {}, {}
     if flow:
