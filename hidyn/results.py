@@ -14,7 +14,10 @@ Every hidyn result is an :class:`xarray.Dataset` with
   ``units`` is :data:`DIMENSIONLESS` (``"1"``, the CF/UDUNITS spelling), deliberately;
 * netCDF-safe attrs only (str, int, float, 1-D numeric lists): ``hidyn_version``, ``model``,
   ``method``, every spec field that is not None, ``config_json`` (the full spec, the source of truth for
-  reconstructing it), and for Monte-Carlo ``backend``, ``precision`` and ``seed_entropy``.
+  reconstructing it), and for Monte-Carlo ``backend``, ``precision`` and ``seed_entropy``.  Theory
+  results say what they are: ``limit = "d->inf"`` without the finite-d fields (``d``, …) in attrs or
+  ``config_json``, or ``limit = "explicit instance"`` with ``n_rows``, ``n_features`` and only the spec
+  fields the method used.
 """
 from __future__ import annotations
 
