@@ -3,12 +3,21 @@
 Every hidyn result is an :class:`xarray.Dataset` with
 
 * dims ``time`` (the family's natural time unit), ``seed`` (Monte-Carlo only), ``k``/``k_`` (student
-  units), ``m``/``m_`` (teacher units), ``time_`` (second time of two-time kernels) and swept
-  parameters as coordinates;
+  units), ``m``/``m_`` (teacher units), ``i`` (input coordinate of recorded weights, 0..d−1),
+  ``grid_time``/``grid_time_`` (a solver's own step grid, e.g. the DMFT's two-time kernels),
+  ``time_`` (second time of two-time kernels) and swept parameters as coordinates;
 * data variables named as in :data:`VARIABLES`, each with ``long_name`` and ``units``;
+* units: the ``time`` coordinate carries the family's clock (``spec.time_units``: ``"lr * steps"``
+  for DLN GD/SGD, ``"gradient-flow time"`` for DLN gradient flow, ``"steps / d"`` for online SGD
+  of the teacher–student and single-index families).  Losses, order parameters and weights are
+  dimensionless — the inputs, labels and weights of every family are pure numbers — so their
+  ``units`` is :data:`DIMENSIONLESS` (``"1"``, the CF/UDUNITS spelling), deliberately;
 * netCDF-safe attrs only (str, int, float, 1-D numeric lists): ``hidyn_version``, ``model``,
   ``method``, every spec field that is not None, ``config_json`` (the full spec, the source of truth for
-  reconstructing it), and for Monte-Carlo ``backend``, ``precision`` and ``seed_entropy``.
+  reconstructing it), and for Monte-Carlo ``backend``, ``precision`` and ``seed_entropy``.  Theory
+  results say what they are: ``limit = "d->inf"`` without the finite-d fields (``d``, …) in attrs or
+  ``config_json``, or ``limit = "explicit instance"`` with ``n_rows``, ``n_features`` and only the spec
+  fields the method used.
 """
 from __future__ import annotations
 
@@ -20,8 +29,11 @@ import xarray as xr
 
 from hidyn._version import __version__
 
-__all__ = ["VARIABLES", "DIMS", "variable_attrs", "safe_attrs", "make_dataset", "validate_dataset",
+__all__ = ["VARIABLES", "DIMS", "DIMENSIONLESS", "variable_attrs", "safe_attrs", "make_dataset", "validate_dataset",
            "spec_from_dataset", "SchemaError"]
+
+#: units of a dimensionless quantity (CF conventions / UDUNITS): losses, overlaps, weights
+DIMENSIONLESS = "1"
 
 #: (long_name, units) per variable; ``FAMILY_VARIABLES`` refines the meaning per family
 VARIABLES: dict[str, tuple[str, str]] = {
@@ -33,6 +45,8 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "tpr": ("support true-positive rate P(|beta_i|>0.5 | beta*_i!=0)", "1"),
     "fpr": ("support false-positive rate P(|beta_i|>0.5 | beta*_i=0)", "1"),
     "beta": ("network weights beta_i", "1"),
+    "W": ("student first-layer weights W_ki", "1"),
+    "w": ("student weights w_i", "1"),
     "support_size": ("number of nonzero coordinates of beta", "1"),
     "C_delta": ("DMFT correlation E[dbeta(t) dbeta(t')]", "1"),
     "R_beta": ("DMFT response E[d beta(t)/d h(t')]", "1"),
@@ -76,7 +90,7 @@ FAMILY_VARIABLES: dict[str, dict[str, tuple[str, str]]] = {
     },
 }
 
-DIMS = ("time", "seed", "k", "k_", "m", "m_", "time_", "d", "quantile")
+DIMS = ("time", "seed", "k", "k_", "m", "m_", "time_", "d", "quantile", "i", "grid_time", "grid_time_")
 DIMS += ("lr", "width", "layer", "hidden", "input", "input_", "sample")  # deep_linear
 
 
@@ -124,14 +138,23 @@ def make_dataset(data_vars: dict, coords: dict, attrs: dict, *, model: str) -> x
     data_vars : dict name -> (dims, array)
     coords : dict name -> array or (dims, array)
     attrs : dict
-        Converted with :func:`safe_attrs`; ``hidyn_version`` and ``model`` are added.
+        Converted with :func:`safe_attrs`; ``hidyn_version`` and ``model`` are added.  ``time_units``
+        (popped) becomes the ``units`` of the ``time`` and ``grid_time`` coordinates.
     model : str
         Family key, used for the per-family meaning of loss names.
     """
     ds = xr.Dataset({name: xr.Variable(dims, np.asarray(val), attrs=variable_attrs(name, model))
                      for name, (dims, val) in data_vars.items()}, coords=coords)
+    # the family's clock (spec.time_units); a hand-made dataset without one says so rather than claim
+    # the time is dimensionless
+    time_units = attrs.pop("time_units", None) or "unspecified (no time_units given)"
     if "time" in ds.coords:
-        ds["time"].attrs.update(long_name="time", units=attrs.pop("time_units", "1"))
+        ds["time"].attrs.update(long_name="time", units=time_units)
+    for name in ("grid_time", "grid_time_"):
+        if name in ds.coords:
+            ds[name].attrs.update(long_name="time on the solver's step grid", units=time_units)
+    if "i" in ds.coords:
+        ds["i"].attrs.update(long_name="input coordinate index", units=DIMENSIONLESS)
     if "seed" in ds.coords:
         ds["seed"].attrs.update(long_name="seed index")
     ds.attrs = safe_attrs({"hidyn_version": __version__, "model": model, **attrs})

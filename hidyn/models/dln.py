@@ -53,7 +53,6 @@ class DLNSpec(ModelSpec):
 
     model: ClassVar[str] = "dln"
     default_t_max: ClassVar[float] = 20.0
-    time_units: ClassVar[str] = "eta * steps (uv gradient-flow time)"
     backends: ClassVar[dict[str, str]] = {"numpy": "hidyn.solvers.mc.dln_numpy:DLNNumpyBackend",
                                           "numba": "hidyn.solvers.mc.numba_backend:DLNNumbaBackend",
                                           "jax": "hidyn.solvers.mc.jax_backend:DLNJaxBackend"}
@@ -105,6 +104,13 @@ class DLNSpec(ModelSpec):
         if self.ratio is None:
             raise ValueError("batch_size is required for online SGD (ratio=None, algorithm='sgd')")
         return self.n
+
+    @property
+    def time_units(self) -> str:
+        """The clock of ``time``: η·k for GD/SGD (k steps of size η = ``lr``), gradient-flow time for
+        ``gf``; the pm parametrisation's time is not rescaled to the uv clock (docs/theory/dln.md §2)."""
+        clock = "gradient-flow time" if self.algorithm == "gf" else f"lr * steps ({self.algorithm.upper()})"
+        return clock + (", pm clock (runs 2x the uv clock)" if self.parametrization == "pm" else "")
 
     @property
     def clock(self) -> float:

@@ -176,6 +176,13 @@ class DLNNumpyBackend:
             obs["train_loss"] = dln_train_loss(self._residual(state, beta))
         return {k: np.asarray(obs[k], dtype=np.float64) for k in self.variables}
 
+    #: weights recorded by ``simulate(..., record_weights=True)``: name -> extra dims after (seed, time)
+    weight_variables = {"beta": ("i",)}
+
+    def weights(self, state):
+        """β (n_seeds, d), float64: the network's effective weights β = u⊙v = w+² − w−²."""
+        return {"beta": np.asarray(self._beta(state), dtype=np.float64)}
+
     def attrs(self, state):
         out = {"teacher_norm2": np.mean(state["beta_star"] ** 2, axis=-1).astype(np.float64)}
         if self.continuous:

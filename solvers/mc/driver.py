@@ -11,7 +11,10 @@ A backend is an object built from ``(spec, precision)`` with
 * optionally ``unit_shape`` – a tuple: the leading extra dims of *every* observable over which runs are
   independent (e.g. ``(n_lr,)`` for a grid of learning rates run in one batch).  Divergence is then
   detected and recorded per (seed, *unit) and the other units keep running; the returned arrays are
-  (n_seeds, n_saved, *unit_shape, *rest) and ``diverged_at`` has shape (n_seeds, *unit_shape).
+  (n_seeds, n_saved, *unit_shape, *rest) and ``diverged_at`` has shape (n_seeds, *unit_shape);
+* optionally ``weight_variables`` (dict name → extra dims, e.g. ``{"beta": ("i",)}``) and
+  ``weights(state) → dict`` of the d-dimensional weights, recorded on request
+  (``record_weights=True``); a backend without them cannot record weights.
 
 The driver holds no family logic; backends hold no scheduling logic.
 """
@@ -22,7 +25,8 @@ import warnings
 
 import numpy as np
 
-__all__ = ["save_schedule", "run", "available_memory_bytes", "check_memory"]
+__all__ = ["save_schedule", "run", "available_memory_bytes", "check_memory", "can_record_weights",
+           "weights_nbytes"]
 
 #: a seed whose loss grows by this factor over its initial value (or turns non-finite) has diverged
 BLOWUP_FACTOR = 1e8
@@ -57,6 +61,20 @@ def check_memory(nbytes: int, what: str, hint: str, fraction: float = 0.7) -> No
                           f"{avail / 2**30:.1f} GiB (limit {fraction:.0%}); {hint}")
 
 
+def can_record_weights(backend) -> bool:
+    """Whether a backend (class or instance) can return its weights (``weights``/``weight_variables``)."""
+    return callable(getattr(backend, "weights", None)) and isinstance(getattr(backend, "weight_variables", None),
+                                                                      dict)
+
+
+def weights_nbytes(sizes: dict, n_seeds: int, n_times: int) -> int:
+    """Bytes of the recorded weights: seeds × n_times × (weights per seed) × 8 (float64).
+
+    ``sizes`` maps each weight variable to its number of entries per seed and time (d, or K·d).
+    """
+    return int(n_seeds) * int(n_times) * int(sum(sizes.values())) * 8
+
+
 def _loss_key(obs):
     for key in ("train_loss", "test_loss", "objective", "q"):
         if key in obs:
@@ -65,7 +83,7 @@ def _loss_key(obs):
 
 
 def run(backend, seed_sequences, times, *, progress=None, chunk_steps: int | None = None,
-        desc: str = "simulate"):
+        desc: str = "simulate", record_weights: bool = False):
     """Run ``backend`` for every seed and record its observables at ``times``.
 
     Parameters
@@ -78,6 +96,8 @@ def run(backend, seed_sequences, times, *, progress=None, chunk_steps: int | Non
         Show a tqdm progress bar over the steps; ``None`` shows it only on a terminal.
     chunk_steps : int, optional
         Longest stretch advanced without updating the bar (default: ~200 chunks per run).
+    record_weights : bool
+        Also record ``backend.weights(state)`` at every save time (the backend must have it).
 
     Returns
     -------
@@ -91,6 +111,9 @@ def run(backend, seed_sequences, times, *, progress=None, chunk_steps: int | Non
     times = np.asarray(times, dtype=np.float64)
     if times.ndim != 1 or times.size == 0 or np.any(np.diff(times) < 0) or times[0] < 0:
         raise ValueError("times must be a non-empty, sorted 1-D array of non-negative times")
+    if record_weights and not can_record_weights(backend):
+        raise ValueError(f"record_weights=True is invalid for backend {getattr(backend, 'name', backend)!r}: "
+                         f"it does not return its weights")
     marks, actual = save_schedule(times, backend.time_per_step)
     continuous = backend.time_per_step is None
     n_seeds = len(seed_sequences)
@@ -120,7 +143,10 @@ def run(backend, seed_sequences, times, *, progress=None, chunk_steps: int | Non
                 position = position + n
                 bar.update(float(n))
             with np.errstate(all="ignore"):
-                obs = {name: np.asarray(arr) for name, arr in backend.observe(state).items()}
+                obs = backend.observe(state)
+                if record_weights:
+                    obs = {**obs, **backend.weights(state)}
+                obs = {name: np.asarray(arr) for name, arr in obs.items()}
                 obs = {name: arr.reshape((n_units,) + arr.shape[n_lead:]) for name, arr in obs.items()}
             if not data:
                 for name, arr in obs.items():

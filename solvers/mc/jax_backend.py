@@ -282,6 +282,14 @@ class TwoLayerJaxBackend:
         return {"test_loss": test, "train_loss": observables.two_layer_train_loss(test, self.spec.noise),
                 "Q": Q, "R": R, "v": v}
 
+    #: weights recorded by ``simulate(..., record_weights=True)``: name -> extra dims after (seed, time)
+    weight_variables = {"W": ("k", "i")}
+
+    def weights(self, state):
+        """First-layer weights W (n_seeds, K, d), float64."""
+        with _scope(self.precision):
+            return {"W": np.asarray(state["W"], dtype=np.float64)}
+
     def attrs(self, state):
         return {"jax_version": jax.__version__, "jax_device": str(jax.devices()[0].platform),
                 "jax_prng": "threefry2x32, fold_in(fold_in(base, seed), step)"}
@@ -573,6 +581,17 @@ class DLNJaxBackend:
             obs["train_loss"] = observables.dln_train_loss(r)
         return {k: np.asarray(obs[k], dtype=np.float64) for k in self.variables}
 
+    #: weights recorded by ``simulate(..., record_weights=True)``: name -> extra dims after (seed, time)
+    weight_variables = {"beta": ("i",)}
+
+    def weights(self, state):
+        """β (n_seeds, d), float64, read out as :meth:`observe` does."""
+        with _scope(self.precision):
+            mirror = self.continuous
+            w = state["s"] if mirror else state["wp"] ** 2 - state["wm"] ** 2
+            beta, _ = _dln_readout()(w, None, None, self._hyper(), mirror)
+            return {"beta": np.asarray(beta, dtype=np.float64)}
+
     def attrs(self, state):
         with _scope(self.precision):
             out = {"teacher_norm2": np.mean(np.asarray(state["beta_star"], dtype=np.float64) ** 2, axis=-1),
@@ -747,6 +766,14 @@ class SingleIndexJaxBackend(_single_index_common()):
                        _single_index_overlaps(state["w"], jnp.asarray(self.c, self.jdtype),
                                               jnp.asarray(self.sc, self.jdtype)))
         return self._observables(m, s, q)
+
+    #: weights recorded by ``simulate(..., record_weights=True)``: name -> extra dims after (seed, time)
+    weight_variables = {"w": ("i",)}
+
+    def weights(self, state):
+        """w (n_seeds, d), float64, in the frame of the numpy reference (e₀ = θ*)."""
+        with _scope(self.precision):
+            return {"w": np.asarray(state["w"], dtype=np.float64)}
 
     def attrs(self, state):
         out = super().attrs(state)

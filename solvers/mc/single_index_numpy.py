@@ -393,6 +393,14 @@ class SingleIndexNumpyBackend(_Common):
         m, s, q = self._measure(state)
         return self._observables(m, s, q)
 
+    #: weights recorded by ``simulate(..., record_weights=True)``: name -> extra dims after (seed, time)
+    weight_variables = {"w": ("i",)}
+
+    def weights(self, state):
+        """w = αV (n_seeds, d), float64, in the simulation's frame: e₀ = θ*, u = c·e₀ + √(1−c²)·e₁
+        (so m = w₀ and s = c·w₀ + √(1−c²)·w₁)."""
+        return {"w": state["alpha"][:, None] * np.asarray(state["V"], dtype=np.float64)}
+
 
 class SingleIndexReducedBackend(_Common):
     """Exact reduced chain of note §1: (m, s, q) as a Markov chain at finite d, O(1) per step.

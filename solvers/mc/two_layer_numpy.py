@@ -143,5 +143,12 @@ class TwoLayerNumpyBackend:
         return {"test_loss": test, "train_loss": observables.two_layer_train_loss(test, self.spec.noise),
                 "Q": Q, "R": R, "v": v}
 
+    #: weights recorded by ``simulate(..., record_weights=True)``: name -> extra dims after (seed, time)
+    weight_variables = {"W": ("k", "i")}
+
+    def weights(self, state):
+        """First-layer weights W (n_seeds, K, d), float64 (``v`` is recorded anyway)."""
+        return {"W": np.asarray(state["W"], dtype=np.float64)}
+
     def attrs(self, state):
         return {}
