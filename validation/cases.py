@@ -128,6 +128,7 @@ def run_validation(*, quick: bool = False, family: str | None = None, cases=None
     print(f"{'case':<44}{'theory':>12}{'backend':>9}{'d':>7}{'seeds':>6}{'max|z|':>9}{'max|res|':>11}"
           f"{'s':>7}  pass", file=out, flush=True)
     rows = []
+    wall0, cpu0 = time.perf_counter(), time.process_time()
     for case in cases:
         for d in (case.dims[:1] if quick else case.dims):
             start = time.perf_counter()
@@ -151,7 +152,9 @@ def run_validation(*, quick: bool = False, family: str | None = None, cases=None
                   f"{'yes' if row['passed'] else 'NO'}" + (f"  ({row['error']})" if "error" in row else ""),
                   file=out, flush=True)      # each row as it finishes: a pipe would hold them to the end
     n_ok = sum(r["passed"] for r in rows)
-    print(f"{n_ok} passed, {len(rows) - n_ok} failed", file=out, flush=True)
+    # CPU seconds beside wall time: on a shared or busy machine only the former says what a run costs
+    print(f"{n_ok} passed, {len(rows) - n_ok} failed in {time.perf_counter() - wall0:.0f} s "
+          f"({time.process_time() - cpu0:.0f} CPU-s)", file=out, flush=True)
     return rows
 
 
