@@ -13,8 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-__all__ = ["DEFAULT_ENTROPY", "PER_SEED_BYTES", "seed_count", "seed_indices", "seed_sequences", "generators", "fresh_entropy",
-           "fill_standard_normal", "for_each_seed", "for_each_seed_range", "set_draw_threads", "draw_threads"]
+__all__ = ["DEFAULT_ENTROPY", "PER_SEED_BYTES", "seed_count", "seed_indices", "seed_sequences", "generators",
+           "fresh_entropy", "fill_standard_normal", "for_each_seed", "for_each_seed_range", "set_draw_threads", "draw_threads"]
 
 #: entropy used when the user gives no ``seed``: runs are reproducible by default
 DEFAULT_ENTROPY = 0

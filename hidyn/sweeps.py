@@ -161,8 +161,8 @@ def _shared_times(func, points: list[dict], names: list[str], fixed: dict):
 
     if set(names) & set(_TIME_GRID_ARGS):
         return None, False
-    if "times" in fixed:
-        return np.asarray(fixed["times"], dtype=np.float64), False
+    if fixed.get("times") is not None:
+        return np.asarray(fixed["times"], dtype=np.float64).ravel(), False
     if func not in (api.simulate, api.theory) or any(isinstance(p.get("init", fixed.get("init")), xr.Dataset)
                                                      for p in points):
         return None, False
