@@ -135,9 +135,12 @@ def test_validate_streams_each_row_as_it_finishes(tmp_path):
     import queue
     import threading
 
+    import os
+
     go = tmp_path / "go"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}   # a user's block-buffered pipe
     proc = subprocess.Popen([sys.executable, "-c", STREAM, str(go)], stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, text=True)
+                            stderr=subprocess.DEVNULL, text=True, env=env)
     lines: queue.Queue = queue.Queue()
     reader = threading.Thread(target=lambda: [lines.put(ln) for ln in proc.stdout], daemon=True)
     reader.start()
