@@ -155,10 +155,13 @@ def simulate(model="dln", *, d=None, times=None, t_max=None, n_times: int = 100,
     record_weights = check_bool("record_weights", record_weights)
     name, cls = _backend_class(spec, backend, record_weights)
     be = cls(spec, precision)
-    idx = rng.seed_indices(seeds)
-    driver.check_memory(be.memory_bytes(idx.size), f"simulate({spec.model!r}, d={getattr(spec, 'd', '?')}, "
-                        f"seeds={idx.size})", "use fewer seeds, a smaller d, or run seeds in batches "
+    # the count first: the index array, seed sequences and generators of seeds=10**9 would take GiBs
+    n_seeds = rng.seed_count(seeds)
+    driver.check_memory(be.memory_bytes(n_seeds) + n_seeds * rng.PER_SEED_BYTES,
+                        f"simulate({spec.model!r}, d={getattr(spec, 'd', '?')}, seeds={n_seeds})",
+                        "use fewer seeds, a smaller d, or run seeds in batches "
                         "(seeds=[0, 1], then seeds=[2, 3], ...) and xr.concat the results")
+    idx = rng.seed_indices(seeds)
     t = make_times(spec, times=times, t_max=t_max, n_times=n_times, spacing=spacing,
                    first=be.time_per_step)
     weight_dims = be.weight_variables if record_weights else {}

@@ -184,6 +184,9 @@ def escape_time(model="single_index", *, d, seeds=256, start: str | None = None,
         for k in ("link", "activation"):
             if k not in params or isinstance(params[k], str) and params[k].startswith("<callable"):
                 params[k] = getattr(model, k)
+    # the count before the index array: seeds=10**9 is refused before GiBs of seed state exist
+    n_seeds = rng.seed_count(seeds)
+    driver.check_memory(n_seeds * rng.PER_SEED_BYTES, f"escape_time(seeds={n_seeds})", "use fewer seeds")
     idx = rng.seed_indices(seeds)
     seqs = rng.seed_sequences(seed, idx)
 
@@ -230,7 +233,8 @@ def escape_time(model="single_index", *, d, seeds=256, start: str | None = None,
         else:
             horizon = t_max
         be = backends[backend](spec, precision)
-        driver.check_memory(be.memory_bytes(idx.size), f"escape_time(d={dim}, seeds={idx.size})",
+        driver.check_memory(be.memory_bytes(idx.size) + idx.size * rng.PER_SEED_BYTES,
+                            f"escape_time(d={dim}, seeds={idx.size})",
                             "use fewer seeds or backend='reduced'")
         state = be.init(seqs)
         total = int(math.ceil(horizon * dim))

@@ -130,8 +130,9 @@ def run_validation(*, quick: bool = False, family: str | None = None, cases=None
         raise ValueError(f"no validation case for family={family!r}; families: "
                          f"{', '.join(sorted({c.model for c in CASES.values()}))}")
     print(f"{'case':<44}{'theory':>12}{'backend':>9}{'d':>7}{'seeds':>6}{'max|z|':>9}{'max|res|':>11}"
-          f"{'s':>7}  pass", file=out)
+          f"{'s':>7}  pass", file=out, flush=True)
     rows = []
+    wall0, cpu0 = time.perf_counter(), time.process_time()
     for case in cases:
         for d in (case.dims[:1] if quick else case.dims):
             start = time.perf_counter()
@@ -153,9 +154,11 @@ def run_validation(*, quick: bool = False, family: str | None = None, cases=None
             print(f"{row['case']:<44}{row['theory']:>12}{row['backend']:>9}{d:>7}{row['seeds']:>6}"
                   f"{row['max_abs_z']:>9.2f}{row['max_abs_residual']:>11.2e}{row['seconds']:>7.1f}  "
                   f"{'yes' if row['passed'] else 'NO'}" + (f"  ({row['error']})" if "error" in row else ""),
-                  file=out)
+                  file=out, flush=True)      # each row as it finishes: a pipe would hold them to the end
     n_ok = sum(r["passed"] for r in rows)
-    print(f"{n_ok} passed, {len(rows) - n_ok} failed", file=out)
+    # CPU seconds beside wall time: on a shared or busy machine only the former says what a run costs
+    print(f"{n_ok} passed, {len(rows) - n_ok} failed in {time.perf_counter() - wall0:.0f} s "
+          f"({time.process_time() - cpu0:.0f} CPU-s)", file=out, flush=True)
     return rows
 
 
