@@ -46,6 +46,11 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "q": ("squared norm |w|^2", "1"),
     "cosine": ("cosine similarity m/sqrt(q)", "1"),
     "objective": ("population training objective", "1"),
+    # matrix sensing (docs/theory/matrix_sensing.md §1)
+    "eigenvalues": ("top eigenvalues of P = XX^T (FG^T: singular values), decreasing", "1"),
+    "alignment": ("alignment |U^T v_j|^2 of the j-th top eigenvector of P with the range of M*", "1"),
+    "jump_times": ("alpha -> 0 jump (midpoint) time of each signal direction", "eta * steps"),
+    "spurious_eigenvalues": ("spurious (k > r) eigenvalues of P, late-time law", "1"),
 }
 
 FAMILY_VARIABLES: dict[str, dict[str, tuple[str, str]]] = {
@@ -60,9 +65,15 @@ FAMILY_VARIABLES: dict[str, dict[str, tuple[str, str]]] = {
     "single_index": {
         "test_loss": ("test error E[(g(tau nu) - sigma(lambda))^2]/2 (noise-free)", "1"),
     },
+    "matrix_sensing": {
+        "test_loss": ("test error |P - M*|_F^2 (no 1/4, noise-free)", "1"),
+        "train_loss": ("training error (1/m) sum_i (<A_i, P> - y_i)^2 (no 1/4, noise included; "
+                       "population: |P - M*|_F^2 + sigma^2)", "1"),
+    },
 }
 
 DIMS = ("time", "seed", "k", "k_", "m", "m_", "time_", "d", "quantile")
+DIMS += ("rank_index", "signal_index", "spurious_index")  # matrix sensing
 
 
 def variable_attrs(name: str, model: str | None = None) -> dict:

@@ -9,9 +9,11 @@ from hidyn.models._base import ModelSpec
 from hidyn.models.dln import DLNSpec
 from hidyn.models.two_layer import TwoLayerSpec
 from hidyn.models.single_index import SingleIndexSpec
+from hidyn.models.matrix_sensing import MatrixSensingSpec
 
 __all__ = ["ModelSpec", "DLNSpec", "TwoLayerSpec", "get", "register", "available", "spec_class"]
 __all__ += ["SingleIndexSpec"]
+__all__ += ["MatrixSensingSpec"]
 
 _REGISTRY: dict[str, type[ModelSpec]] = {}
 
@@ -58,3 +60,4 @@ def get(model, **params) -> ModelSpec:
 register(DLNSpec)
 register(TwoLayerSpec)
 register(SingleIndexSpec)
+register(MatrixSensingSpec)
