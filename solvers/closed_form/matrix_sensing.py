@@ -11,8 +11,7 @@ import math
 import numpy as np
 
 __all__ = ["riccati_naive", "population_flow", "factor_observables", "incremental_limit",
-           "late_time_overparam", "asymmetric_flow", "asymmetric_observables", "imbalance_rates",
-           "MAX_GROWTH_EXPONENT"]
+           "late_time_overparam", "asymmetric_flow", "asymmetric_observables", "MAX_GROWTH_EXPONENT"]
 
 #: each restart of the stable evaluation grows the factor by at most e^(λ_max·h) with 2·λ_max·h ≤ this
 MAX_GROWTH_EXPONENT = 6.0
@@ -251,25 +250,3 @@ def asymmetric_observables(lam, F, G, n_signal: int):
     width = min(P.shape[-1], k)
     align = np.sum(U[..., :n_signal, :width] ** 2, axis=-2)
     return {"test_loss": loss, "eigenvalues": s[..., :width], "alignment": align}
-
-
-def imbalance_rates(lam, F0, G0):
-    """|c_j|: eigenvalues of the conserved imbalance D = FᵀF − GᵀG compressed to the spurious subspace.
-
-    In the late phase of the asymmetric k > r flow each spurious direction decays like e^{−|c|t}
-    (5.3), so its contribution to the loss like e^{−2|c|t}; the slowest is min_j |c_j| = O(α²).
-    The spurious subspace of R^k is taken as the complement of the span of the signal rows of
-    F₀ and G₀ (first r rows) — exact only in the α → 0 limit where the signal block is learnt with
-    these rows' directions (§5).
-    """
-    lam = np.asarray(lam, dtype=np.float64)
-    r = int(np.count_nonzero(lam > 0))
-    F0 = np.asarray(F0, dtype=np.float64)
-    G0 = np.asarray(G0, dtype=np.float64)
-    D = F0.T @ F0 - G0.T @ G0
-    k = F0.shape[-1]
-    if k <= r:
-        raise ValueError(f"student_rank k={k} is invalid for the spurious-direction rate: must be > rank r={r}")
-    _, _, Vt = np.linalg.svd(np.vstack([F0[:r], G0[:r]]), full_matrices=True)
-    W = Vt[2 * r:].T if 2 * r < k else Vt[r:].T
-    return np.abs(np.linalg.eigvalsh(W.T @ D @ W))
