@@ -28,7 +28,7 @@ def main(quick: bool = False, out: str | Path = "out") -> dict:
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    d = 8 if quick else 32
+    d = 6 if quick else 32
     seeds = 2 if quick else 6
     lr = 0.1 if quick else 0.02
     fig, axes = plt.subplots(2, len(ALPHAS), figsize=(13, 7), layout="constrained", sharey="row")
@@ -36,9 +36,9 @@ def main(quick: bool = False, out: str | Path = "out") -> dict:
     for j, alpha in enumerate(ALPHAS):
         t_max = 1.15 * np.log(1 / alpha) / SIGMAS[-1] + 12.0
         sim = hidyn.simulate("matrix_sensing", d=d, rank=3, eigenvalues=SIGMAS, init_scale=alpha, lr=lr,
-                             t_max=t_max, n_times=40 if quick else 120, spacing="linear", seeds=seeds,
+                             t_max=t_max, n_times=25 if quick else 120, spacing="linear", seeds=seeds,
                              backend="numpy")
-        th = hidyn.theory("matrix_sensing", init=sim, times=np.linspace(0, t_max, 600))
+        th = hidyn.theory("matrix_sensing", init=sim, times=np.linspace(0, t_max, 200 if quick else 600))
         inc = hidyn.theory("matrix_sensing", method="incremental", init=sim, times=th.time.values)
         hidyn.save(sim, out / f"matrix_incremental_alpha{alpha:g}.nc")
         cmp = hidyn.compare(sim, th)
