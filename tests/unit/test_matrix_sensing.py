@@ -237,3 +237,28 @@ def test_asymmetric_gd_tracks_its_population_flow():
     cmp = hidyn.compare(sim)
     assert cmp.data.attrs["theory_method"] == "ode"
     cmp.assert_ok()
+
+
+def test_flow_is_autonomous_in_p_property():
+    """§2: restarting the closed form from any factor of P(t₁) gives P(t₁ + t₂) (what §3's restarts rely on),
+    on random instances (hypothesis)."""
+    hyp = pytest.importorskip("hypothesis")
+    st = pytest.importorskip("hypothesis.strategies")
+
+    @hyp.settings(max_examples=15, deadline=None)
+    @hyp.given(seed=st.integers(0, 2**31 - 1), k=st.integers(1, 4), t1=st.floats(0.1, 20.0),
+               t2=st.floats(0.1, 20.0), log_alpha=st.floats(-8.0, 0.5))
+    def check(seed, k, t1, t2, log_alpha):
+        rng = np.random.default_rng(seed)
+        n = 5
+        lam = np.sort(np.concatenate([rng.uniform(0.1, 2.0, 2), np.zeros(n - 2)]))[::-1]
+        Y0 = 10.0 ** log_alpha * rng.standard_normal((n, k)) / np.sqrt(n)
+        direct = ms.population_flow(lam, Y0, [t1 + t2])[0]
+        mid = ms.population_flow(lam, Y0, [t1])[0]
+        # any other factor of P(t1): rotate by a random orthogonal k × k matrix
+        Q, _ = np.linalg.qr(rng.standard_normal((k, k)))
+        again = ms.population_flow(lam, mid @ Q, [t2])[0]
+        P1, P2 = direct @ direct.T, again @ again.T
+        assert np.max(np.abs(P1 - P2)) <= 1e-11 * max(1.0, np.abs(P1).max())
+
+    check()
