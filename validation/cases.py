@@ -297,14 +297,14 @@ _MS_WHY = ("seed mean of GD runs vs the population gradient flow from the same X
 _register(Case(
     name="matrix_sensing_population_gd",
     model="matrix_sensing",
-    params=dict(rank=2, init_scale=1e-2, lr=0.05, t_max=40.0, n_times=40),
+    params=dict(rank=2, init_scale=1e-2, lr=0.01, t_max=40.0, n_times=40),
     dims=(16, 64), seeds=4,
     why="rank 2 (sigma = 1, 1/2), k = r, alpha = 1e-2: the two-step staircase. " + _MS_WHY,
 ))
 _register(Case(
     name="matrix_sensing_finite_m_gd",
     model="matrix_sensing",
-    params=dict(rank=2, ratio=4.0, noise=0.05, init_scale=1e-2, lr=0.05, t_max=30.0, n_times=30),
+    params=dict(rank=2, ratio=4.0, noise=0.05, init_scale=1e-2, lr=0.02, t_max=25.0, n_times=25),
     dims=(16,), seeds=4,
     why="m = 4n^2 Gaussian measurements, label noise 0.05: the population flow is the leading order "
         "(matrix_sensing.md §6). " + _MS_WHY,
@@ -312,7 +312,7 @@ _register(Case(
 _register(Case(
     name="matrix_sensing_overparam_gd",
     model="matrix_sensing",
-    params=dict(rank=2, student_rank=4, init_scale=0.1, lr=0.05, t_max=300.0, n_times=40),
+    params=dict(rank=2, student_rank=4, init_scale=0.1, lr=0.02, t_max=300.0, n_times=40),
     dims=(16,), seeds=4,
     why="k = 4 > r = 2: the slow 1/t^2 tail of the spurious directions (matrix_sensing.md §5). " + _MS_WHY,
 ))

@@ -166,26 +166,33 @@ def default_variables(spec: MatrixSensingSpec):
 def default_tolerance(spec: MatrixSensingSpec, sim=None):
     """Tolerance of a finite-n run against the population gradient flow (per instance, seed means).
 
-    scale = Σσ_i² (the t = 0 loss).
-    * ``gf``, ``ratio=None``: the run integrates the same flow with DOP853 (rtol 1e-11) → atol 1e-6·scale
-      (the plateau exits amplify relative errors by at most log(1/α)-fold; measured ≤ 1e-8·scale).
+    The theory follows each seed's own X₀, so for the deterministic algorithms (GF, GD — finite-m GD is
+    deterministic given the measurements) the spread of the runs over seeds is instance-to-instance
+    variation, not sampling noise: z = 0 and the bound is the calibrated bias alone.  SGD adds real
+    gradient noise: z = 3 standard errors of the seed mean on top.  scale = Σσ_i² (the t = 0 loss).
+
+    * ``gf``, ``ratio=None``: the run integrates the same flow with DOP853 (rtol 1e-10) → atol 1e-6·scale
+      (measured 3e-14 on test_loss at n = 16, matrix_sensing.md §9).
     * ``gd``: GD's per-step growth 1 + ησ instead of e^{ησ} delays each jump by ≈ ησ·t_i/2 with
-      t_i ≈ log(1/α)/σ_i, so near a jump |GD − GF| ≈ |dL/dt|·η·log(1/α)/2·σ₁/σ_i.  Measured (matrix_sensing.md
-      §9) max |GD − GF| ≤ 0.3·η·σ₁·(1 + log(1/α))·scale → atol 0.6·η·σ₁·(1 + log(1/α))·scale (2× margin).
+      t_i ≈ log(1/α)/σ_i, so near a jump |GD − GF| ≈ |dL/dt|·η·log(1/α)/2.  Measured (§9) seed-mean
+      max |GD − GF| ≤ 0.21·η·σ₁·(1 + log(1/α))·scale for η ∈ {0.02, 0.05, 0.1}, α ∈ {1e-2, 1e-4, 1e-8}
+      → atol 0.5·η·σ₁·(1 + log(1/α))·scale (2.4× margin).
     * finite m (§6): add c·n^(−1/2) with c = 0.3·scale·(1 + log(1/α))/√ratio: the measured seed-mean
       |finite-m GD − population GD| (same X₀, same η; n ∈ {16, 32}, ratio ∈ {2, 4}, α ∈ {1e-2, 1e-4},
-      matrix_sensing.md §9) needed c ≤ 0.11 → about 3× margin.
-    * ``sgd``: add the gradient-noise term 0.5·η·n²/B·scale (not calibrated beyond the cases in §9).
-    z = 3 standard errors of the seed mean on top.
+      §9) needed c ≤ 0.11 → about 3× margin.
+    * ``sgd``: add 1.0·η·n²/B·scale for the gradient noise: measured seed-mean max |SGD − GF| (online,
+      n ∈ {6, 10}, B ∈ {32, 128}, η ∈ {0.02, 0.05}, α = 0.3, 8 seeds) ≤ 0.91·η·n²/B·scale (§9).
     """
     from hidyn.validation.tolerance import Tolerance
 
     scale = float(np.sum(spec.sigmas ** 2))
     log_term = 1.0 + max(0.0, float(np.log(1.0 / spec.init_scale)))
     if spec.algorithm == "gf" and spec.ratio is None:
-        return Tolerance(z=3.0, atol=1e-6 * scale)
-    atol = 0.0 if spec.algorithm == "gf" else 0.6 * spec.lr * float(spec.sigmas[0]) * log_term * scale
+        return Tolerance(z=0.0, atol=1e-6 * scale)
+    atol = 0.0 if spec.algorithm == "gf" else 0.5 * spec.lr * float(spec.sigmas[0]) * log_term * scale
+    z = 0.0
     if spec.algorithm == "sgd":
-        atol += 0.5 * spec.lr * spec.d ** 2 / spec.batch * scale
+        atol += 1.0 * spec.lr * spec.d ** 2 / spec.batch * scale
+        z = 3.0
     c = 0.0 if spec.ratio is None else 0.3 * scale * log_term / np.sqrt(spec.ratio)
-    return Tolerance(z=3.0, atol=atol, c=c, p=0.5)
+    return Tolerance(z=z, atol=atol, c=c, p=0.5)

@@ -18,6 +18,24 @@ def test_matrix_sensing_case(name, d):
     run_case(CASES[name], d).assert_ok()
 
 
+def test_population_gd_rejects_a_theory_on_other_instances():
+    """Negative control: the same GD run against the flow from *other* X₀ draws must fail, per seed and on
+    the seed mean (the tolerance is tighter than the instance-to-instance differences)."""
+    case = CASES["matrix_sensing_population_gd"]
+    sim = hidyn.simulate("matrix_sensing", d=16, seeds=case.seeds, backend="numpy", **case.params)
+    right = hidyn.compare(sim)
+    right.assert_ok()
+    wrong_th = hidyn.theory("matrix_sensing", seeds=case.seeds, seed=99, times=sim.time.values,
+                            **{k: v for k, v in case.params.items() if k not in ("t_max", "n_times")})
+    wrong = hidyn.compare(sim, wrong_th)
+    assert not wrong.passed
+    tol = right.tolerance.atol
+    per_seed = np.abs(sim.test_loss.values - wrong_th.test_loss.values).max(axis=1)
+    assert np.all(np.abs(sim.test_loss.values - hidyn.theory("matrix_sensing", init=sim).test_loss.values)
+                  .max(axis=1) <= tol)
+    assert per_seed.max() > tol
+
+
 def _late_slope(x, y):
     return np.polyfit(x, np.log(y), 1)[0]
 
