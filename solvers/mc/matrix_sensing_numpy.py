@@ -58,9 +58,7 @@ class MatrixSensingNumpyBackend:
         self.U_signal = U[:, :spec.rank]
         self.asym = spec.parametrization == "asymmetric"
         if spec.algorithm == "sgd":
-            spec.batch   # raises for online SGD without batch_size
-        if spec.algorithm == "gf" and spec.ratio is None:
-            self.time_per_step = None
+            spec.batch   # raises a ValueError for online SGD without batch_size
 
     # --- sizes ------------------------------------------------------------------------------------------
     def _stored_bytes(self, n_seeds: int) -> int:
