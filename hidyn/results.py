@@ -60,7 +60,8 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "q": ("squared norm |w|^2", "1"),
     "cosine": ("cosine similarity m/sqrt(q)", "1"),
     "objective": ("population training objective", "1"),
-    "alignment": ("cosine between the learned end-to-end map and the teacher w*", "1"),
+    # alignment: one name, its meaning per family in FAMILY_VARIABLES
+    "alignment": ("alignment of the learned solution with the teacher (see the family)", "1"),
     "weight_change": ("relative weight change |W_l(t) - W_l(0)|_2 / Bai-Yin limit of |W_l(0)|_2", "1"),
     "end_to_end": ("end-to-end linear map w_eff (f(x) = w_eff . x)", "1"),
     "feature_kernel": ("feature kernel H_l(t,t) = A_l^T A_l / width on inputs x/sqrt(d)", "1"),
@@ -70,6 +71,10 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "gradient_kernel_2t": ("two-time gradient kernel G_l(t,t') = (width g_l(t)).(width g_l(t')) / width", "1"),
     "optimal_lr": ("loss-minimising learning rate", "1"),
     "diverged_at": ("GD step at which the run diverged (-1: never)", "steps"),
+    # matrix sensing (docs/theory/matrix_sensing.md §1)
+    "eigenvalues": ("top eigenvalues of P = XX^T (FG^T: singular values), decreasing", "1"),
+    "jump_times": ("alpha -> 0 jump (midpoint) time of each signal direction", "eta * steps"),
+    "spurious_eigenvalues": ("spurious (k > r) eigenvalues of P, late-time law", "1"),
 }
 
 FAMILY_VARIABLES: dict[str, dict[str, tuple[str, str]]] = {
@@ -87,11 +92,19 @@ FAMILY_VARIABLES: dict[str, dict[str, tuple[str, str]]] = {
     "deep_linear": {
         "train_loss": ("training loss (1/2P) sum_mu (f(x_mu) - y_mu)^2 (noise included)", "1"),
         "test_loss": ("test error |w_eff - w*|^2/2 = E(f(x) - w*.x)^2/2 (noise-free)", "1"),
+        "alignment": ("cosine between the learned end-to-end map and the teacher w*", "1"),
+    },
+    "matrix_sensing": {
+        "test_loss": ("test error |P - M*|_F^2 (no 1/4, noise-free)", "1"),
+        "train_loss": ("training error (1/m) sum_i (<A_i, P> - y_i)^2 (no 1/4, noise included; "
+                       "population: |P - M*|_F^2 + sigma^2)", "1"),
+        "alignment": ("alignment |U^T v_j|^2 of the j-th top eigenvector of P with the range of M*", "1"),
     },
 }
 
 DIMS = ("time", "seed", "k", "k_", "m", "m_", "time_", "d", "quantile", "i", "grid_time", "grid_time_")
 DIMS += ("lr", "width", "layer", "hidden", "input", "input_", "sample")  # deep_linear
+DIMS += ("rank_index", "signal_index", "spurious_index")  # matrix sensing
 
 
 def variable_attrs(name: str, model: str | None = None) -> dict:

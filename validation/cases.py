@@ -323,3 +323,45 @@ _register(Case(
     why="NTP: the loss averaged over the Gaussian initial function (eq. 3.5); its O(1) seed spread is in "
         "the SEM; 16 seeds.  " + _DL_WHY,
 ))
+
+# --- low-rank matrix sensing vs the population gradient flow (docs/theory/matrix_sensing.md; issue 14) ---
+# Theory per instance: the closed form (symmetric) or the integrated factor flow (asymmetric) from exactly
+# the X₀ of each Monte-Carlo seed; seed means compared.  Default tolerance
+# hidyn.families.matrix_sensing.default_tolerance: GD is deterministic given its instance, so no SEM term
+# (z = 0): the measured O(η·log(1/α)) GD-vs-GF delay of the jumps, + 0.3·scale·(1 + log(1/α))/√ratio·n^(-1/2)
+# at finite m (calibrated in matrix_sensing.md §9).  Small η keeps the GD delay below the differences between
+# instances, so a theory on the wrong X0 fails (negative control in tests/agreement/test_matrix_sensing_flow.py).
+_MS_WHY = ("seed mean of GD runs vs the population gradient flow from the same X0; z = 0 (deterministic "
+           "given the instance) plus the measured O(eta·log(1/alpha)) jump delay of GD, plus c·n^(-1/2) at "
+           "finite m "
+           "(hidyn.families.matrix_sensing.default_tolerance).")
+_register(Case(
+    name="matrix_sensing_population_gd",
+    model="matrix_sensing",
+    params=dict(rank=2, init_scale=1e-2, lr=0.01, t_max=40.0, n_times=40),
+    dims=(16, 64), seeds=4,
+    why="rank 2 (sigma = 1, 1/2), k = r, alpha = 1e-2: the two-step staircase. " + _MS_WHY,
+))
+_register(Case(
+    name="matrix_sensing_finite_m_gd",
+    model="matrix_sensing",
+    params=dict(rank=2, ratio=4.0, noise=0.05, init_scale=1e-2, lr=0.02, t_max=25.0, n_times=25),
+    dims=(16,), seeds=4,
+    why="m = 4n^2 Gaussian measurements, label noise 0.05: the population flow is the leading order "
+        "(matrix_sensing.md §6). " + _MS_WHY,
+))
+_register(Case(
+    name="matrix_sensing_overparam_gd",
+    model="matrix_sensing",
+    params=dict(rank=2, student_rank=4, init_scale=0.1, lr=0.02, t_max=300.0, n_times=40),
+    dims=(16,), seeds=4,
+    why="k = 4 > r = 2: the slow 1/t^2 tail of the spurious directions (matrix_sensing.md §5). " + _MS_WHY,
+))
+_register(Case(
+    name="matrix_sensing_asymmetric_gd",
+    model="matrix_sensing",
+    params=dict(rank=2, student_rank=3, parametrization="asymmetric", init_scale=0.1, lr=0.02, t_max=30.0,
+                n_times=30),
+    dims=(12,), seeds=4,
+    why="asymmetric F G^T, k = 3 > r = 2, against the DOP853 factor flow (method 'ode'). " + _MS_WHY,
+))
