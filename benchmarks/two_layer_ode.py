@@ -1,6 +1,6 @@
 """Benchmark: hidyn's two-layer ODE solver against naive loops, and how far it scales with width K.
 
-Part 1 (teacher_student.md §6.1): K = M = 2, erf, η = 0.5, T = I, v = A = 1, first layer trained,
+Part 1 (docs/theory/teacher_student.md §6.1): K = M = 2, erf, η = 0.5, T = I, v = A = 1, first layer trained,
 Q0 = diag(0.2, 0.3), R0 = δ·P with δ = 1e-3 and the note's matrix P; t ∈ [0, 1000] (plateau, escape at
 t ≈ 266, convergence), ~200 log-spaced save times.
 

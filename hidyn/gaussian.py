@@ -1,7 +1,7 @@
 """Gaussian expectations for the teacher–student (two-layer) theory.
 
 Everything in the d → ∞ theory of soft committee machines is an average over the jointly Gaussian
-fields u = (λ_1..λ_K, ν_1..ν_M) ~ N(0, Ω) with Ω = [[Q, R], [Rᵀ, T]] (teacher_student.md §2).
+fields u = (λ_1..λ_K, ν_1..ν_M) ~ N(0, Ω) with Ω = [[Q, R], [Rᵀ, T]] (docs/theory/teacher_student.md §2).
 This module provides
 
 * :func:`expect` — E[f(u)] for u ~ N(0, C), n ≤ 4, by tensor-product Gauss–Hermite quadrature after an

@@ -1,7 +1,7 @@
 """Teacher–student glue: the order-parameter ODE as the theory of :class:`TwoLayerSpec`.
 
 The ODE must start from the same initial overlaps as the simulation it is compared with
-(teacher_student.md §11, pitfall 7: a random start at finite d breaks the student symmetry by
+(docs/theory/teacher_student.md §11, pitfall 7: a random start at finite d breaks the student symmetry by
 O(d^(−1/2)), and the plateau length depends on the log of that asymmetry).  ``hidyn.compare(sim)``
 therefore seeds the theory from the simulation's own t = 0 overlaps.
 """
@@ -48,7 +48,7 @@ ENGINES = ("scipy", "jax")
 def ode(spec: TwoLayerSpec, times, *, init=None, per_seed: bool = True, method: str = "DOP853",
         rtol: float | None = None, atol: float | None = None, engine: str = "scipy",
         variables: str = "auto"):
-    """Integrate the Saad–Solla / Goldt et al. ODEs (teacher_student.md §3) at ``times``.
+    """Integrate the Saad–Solla / Goldt et al. ODEs (docs/theory/teacher_student.md §3) at ``times``.
 
     ``engine="scipy"`` (default) is :func:`hidyn.solvers.ode.two_layer.solve` (``solve_ivp`` with
     ``method``; ``variables`` chooses Schur-complement or overlap state variables); ``engine="jax"`` is
@@ -56,7 +56,7 @@ def ode(spec: TwoLayerSpec, times, *, init=None, per_seed: bool = True, method: 
     per-seed initial conditions run as one vmapped solve).  Both agree to ~1e-10 at the default
     tolerances.
 
-    Default tolerances: rtol 1e-10, atol 1e-12 (teacher_student.md §7: the plateau exit amplifies
+    Default tolerances: rtol 1e-10, atol 1e-12 (docs/theory/teacher_student.md §7: the plateau exit amplifies
     small errors) when the averages are closed-form; rtol 1e-8, atol 1e-10 otherwise, because then the
     right-hand side is itself a quadrature accurate to ~1e-9 (ReLU's Plackett integral, Gauss–Hermite),
     and a tighter step control only chases quadrature noise (ReLU: 9 251 right-hand-side calls at

@@ -1,4 +1,4 @@
-"""Compiled (numba) right-hand side of the two-layer ODEs for g = erf(x/√2) (teacher_student.md §3, §4.1).
+"""Compiled (numba) right-hand side of the two-layer ODEs for g = erf(x/√2) (docs/theory/teacher_student.md §3, §4.1).
 
 Imported lazily by :mod:`hidyn.solvers.ode.two_layer` (numba must not be imported by ``import hidyn``).
 

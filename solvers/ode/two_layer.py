@@ -1,6 +1,6 @@
 """Order-parameter ODEs of online SGD in teacher–student two-layer networks (d → ∞).
 
-Implements teacher_student.md §3 (Saad & Solla 1995; Goldt et al. 2019) in the canonical convention of
+Implements docs/theory/teacher_student.md §3 (Saad & Solla 1995; Goldt et al. 2019) in the canonical convention of
 §1: student ŷ = Σ_k v_k g(W_k·x/√d), teacher y = Σ_n A_n g(B_n·x/√d) + σζ, first-layer step
 W_k += (η/√d) v_k g'(λ_k) Δ x, second-layer step v_k += (η_v/d) g(λ_k) Δ, time t = steps/d.
 
@@ -120,7 +120,7 @@ def _drift_core(omega, v, A, K, act, lr, lr_second, train, noise, batch_size, n_
 
 def drift(Q, R, v, T, A, activation, *, lr, lr_second=0.0, train_second_layer=False, noise=0.0,
           batch_size=1, n_nodes=None):
-    """Right-hand side of the order-parameter ODEs (teacher_student.md §3), per unit time t = steps/d.
+    """Right-hand side of the order-parameter ODEs (docs/theory/teacher_student.md §3), per unit time t = steps/d.
 
     Parameters
     ----------
@@ -403,7 +403,7 @@ def _relu_test_loss_schur(S, R, T, v, A):
 def solve(Q0, R0, T, v0, A, activation, times, *, lr, lr_second=0.0, train_second_layer=False,
           noise=0.0, batch_size=1, method="DOP853", rtol=1e-10, atol=1e-12, n_nodes=None,
           variables="auto") -> dict:
-    """Integrate the two-layer order-parameter ODEs (teacher_student.md §3) and evaluate ε_g (§5).
+    """Integrate the two-layer order-parameter ODEs (docs/theory/teacher_student.md §3) and evaluate ε_g (§5).
 
     Parameters
     ----------

@@ -1,4 +1,4 @@
-"""JAX/diffrax engine for the two-layer order-parameter ODEs (teacher_student.md §3), erf activation.
+"""JAX/diffrax engine for the two-layer order-parameter ODEs (docs/theory/teacher_student.md §3), erf activation.
 
 The same equations as :mod:`hidyn.solvers.ode.two_layer` (same Schur-complement state variables
 S = Q − R T⁻¹ Rᵀ, R, v; same closed forms of §4.1 with the I4 term contracted through the tilted
@@ -57,7 +57,7 @@ def _check_activation(activation):
     act = get_activation(activation)
     if act.name != "erf":
         raise NotImplementedError(
-            f"the JAX engine of the two-layer ODE implements the erf closed forms only (teacher_student.md "
+            f"the JAX engine of the two-layer ODE implements the erf closed forms only (docs/theory/teacher_student.md "
             f"§4.1); activation={act.name!r} needs ReLU's Plackett integral or Gauss–Hermite quadrature, "
             f"which exist in the scipy engine (engine='scipy')")
     return act
@@ -234,8 +234,9 @@ def _finish(ys, times, where, T, tinv, v0, A, train, info_base, result):
     n_neg = int(np.count_nonzero(negl))
     eg_min = float(np.min(test[negl])) if n_neg else 0.0
     test = np.where(negl, 0.0, test)
-    info = dict(info_base, variables="schur", psd_clipped=n_clip, psd_min_eigenvalue=lam_min,
-                test_loss_clipped=n_neg, test_loss_min_raw=eg_min)
+    # recorded in the caller's info dict (the clips must be visible in the result's attrs)
+    info_base.update(variables="schur", psd_clipped=n_clip, psd_min_eigenvalue=lam_min,
+                     test_loss_clipped=n_neg, test_loss_min_raw=eg_min)
     div_times = np.where(diverged, times[np.maximum(first_bad, 0)], -1.0)
     if np.any(diverged):
         warnings.warn(f"two_layer ODE (jax) diverged (|state| > {_BLOWUP:g} or non-finite) by t = "

@@ -1,4 +1,4 @@
-"""Gaussian averages of the two-layer theory (hidyn.gaussian; teacher_student.md §3, §4).
+"""Gaussian averages of the two-layer theory (hidyn.gaussian; docs/theory/teacher_student.md §3, §4).
 
 References used here are independent of the code under test:
 * Isserlis/Wick moments (exact) for :func:`expect` and the polynomial activations;

@@ -1,4 +1,4 @@
-"""d → ∞ theory of teacher–student two-layer networks (hidyn.solvers.ode.two_layer, teacher_student.md).
+"""d → ∞ theory of teacher–student two-layer networks (hidyn.solvers.ode.two_layer, docs/theory/teacher_student.md).
 
 Independent references:
 * the one-step change of (Q, R, v) under the SGD rule of note §1, averaged over fresh inputs — with real
