@@ -1,4 +1,4 @@
-"""Benchmark: one-pass DLN DMFT (dln.md §5.2) against finite-d gradient descent producing the same curves.
+"""Benchmark: one-pass DLN DMFT (docs/theory/dln.md §5.2) against finite-d gradient descent producing the same curves.
 
 Prints, for T = 150 GD steps (η = 0.1, t = 15):
 

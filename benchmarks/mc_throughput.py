@@ -137,7 +137,7 @@ def time_backend(cls, spec, n_seeds, steps, repeat, precision, warm=1):
 
 
 def naive_two_layer(d, steps, lr=1.0):
-    """One seed, one fresh x per step, K = M = 2 erf (teacher_student.md §1), written from scratch."""
+    """One seed, one fresh x per step, K = M = 2 erf (docs/theory/teacher_student.md §1), written from scratch."""
     from scipy.special import erf
 
     r = np.random.default_rng(0)

@@ -1,6 +1,6 @@
 """Benchmark: hidyn's single-index online-SGD throughput against a naive loop and the RNG ceiling.
 
-Problem (single_index.md §1): d = 4096, h₂ target and student, correlation loss, spike κ = 5 at
+Problem (docs/theory/single_index.md §1): d = 4096, h₂ target and student, correlation loss, spike κ = 5 at
 φ = π/4 (so that u is not θ*), ``sphere`` geometry, η = 0.1, m₀ = 0.2, batch size 1.
 
 Printed, all measured in this one run, in sample-updates per second (one sample drawn and one SGD

@@ -17,8 +17,9 @@ import argparse
 import os
 import time
 
-import hidyn
 from mc_throughput import gauss_throughput
+
+import hidyn
 
 
 def timed(d, t_max, seeds, backend):

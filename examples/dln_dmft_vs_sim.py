@@ -1,9 +1,10 @@
 """DMFT of a diagonal linear network against finite-d gradient descent (Nishiyama & Imaizumi, arXiv:2510.01930).
 
 Proportional regime n/d = 0.5, sparse rademacher teacher (ρ = 1/8), label noise σ = 0.1, init scale
-α = 0.3, GD with step η = 0.1 (dln.md §2).  The one-pass DMFT (dln.md §5) gives the d → ∞ train and
+α = 0.3, GD with step η = 0.1 (docs/theory/dln.md §2).  The one-pass DMFT (docs/theory/dln.md §5) gives
+the d → ∞ train and
 test errors with a Monte-Carlo standard error; finite-d GD at two dimensions (mean ± SEM over seeds)
-sits on it, and its deviation shrinks as d grows (fluctuations O(d^{-1/2}), dln.md §10 pitfall 9).
+sits on it, and its deviation shrinks as d grows (fluctuations O(d^{-1/2}), docs/theory/dln.md §10 pitfall 9).
 
 Left: train error E_tr = ‖y − Xβ‖²/n and test error E_te = ‖β − β*‖²/d + σ² against t = η·k; DMFT lines
 with their ± SEM band, finite-d means ± SEM as markers.  Right: relative deviation finite-d − DMFT for

@@ -3,12 +3,12 @@
 Nishiyama & Imaizumi (arXiv:2510.01930) describe small-α training as a *search* phase, during which
 the errors sit on the plateau E = ρ + σ² of β = 0 while the weights grow like α²·e^{t|g|}, followed by
 a *descent* phase; Pesme & Flammarion (arXiv:2304.00488) show that as α → 0, in the rescaled time
-τ = t/log(1/α), gradient flow jumps between saddles (a piecewise-constant β(τ), dln.md §4).
+τ = t/log(1/α), gradient flow jumps between saddles (a piecewise-constant β(τ), docs/theory/dln.md §4).
 
 (a) Proportional regime (n/d = 0.5, ρ = 0.1, σ = 0, GD with η = 0.1): train and test errors against t,
     DMFT (d → ∞, lines ± SEM) and finite-d GD (markers ± SEM).  The plateau lasts ≈ log(1/α)/|g|.
 (b) The same test errors against τ = t/log(1/α), with finite-d gradient flow at much smaller α: the
-    escape from the plateau moves to a fixed τ as α → 0 (corrections O(1/log(1/α)), dln.md §10
+    escape from the plateau moves to a fixed τ as α → 0 (corrections O(1/log(1/α)), docs/theory/dln.md §10
     pitfall 11).
 (c) Saddle-to-saddle on an explicit instance (d = 40, n = 20, four teacher coordinates of different
     sizes): train error against τ of the α → 0 jump process (:func:`saddle_to_saddle`) and of the exact

@@ -1,9 +1,10 @@
-"""Limiting test error of a diagonal linear network against the init scale α: from min-ℓ2 to min-ℓ1 (dln.md §4).
+"""Limiting test error of a diagonal linear network against the init scale α: from min-ℓ2 to min-ℓ1
+(docs/theory/dln.md §4).
 
 For n/d = δ < 1 gradient flow converges to the interpolator that minimises the hyperbolic-entropy
 potential of the initialisation (Woodworth et al. 2020): ℓ2-like for large α (kernel regime), ℓ1-like for
 small α (rich regime).  In the proportional limit its test error solves a scalar fixed point
-b̂ = prox(β* + τZ) (dln.md §4; Nishiyama & Imaizumi, arXiv:2510.01930, "long-time behaviour"), which
+b̂ = prox(β* + τZ) (docs/theory/dln.md §4; Nishiyama & Imaizumi, arXiv:2510.01930, "long-time behaviour"), which
 interpolates between the min-ℓ2 risk (α → ∞) and the basis-pursuit risk (α → 0).
 
 Setting: δ = 0.5, ρ = 0.1, rademacher teacher, `pesme` init (Δ = 2α²), two noise levels.
@@ -34,7 +35,7 @@ ALPHA_ENDS = (3e-5, 30.0)  # where the finite-d min-ℓ1 (α → 0) and min-ℓ2
 
 
 def instance(d: int, noise: float, seed: int):
-    """Gaussian design X_{μi} ~ N(0, 1/d), exact-ρ rademacher teacher, y = Xβ* + σξ (dln.md §2.1)."""
+    """Gaussian design X_{μi} ~ N(0, 1/d), exact-ρ rademacher teacher, y = Xβ* + σξ (docs/theory/dln.md §2.1)."""
     rng = np.random.default_rng([11, seed])
     n = int(round(BASE["ratio"] * d))
     X = rng.standard_normal((n, d)) / math.sqrt(d)

@@ -2,7 +2,7 @@
 
 Population setting (fresh data, ratio=None): gradient flow from init scale α.  Large α is the kernel
 (lazy) regime: every coordinate relaxes exponentially at once.  Small α is the rich regime: a plateau
-of length ≈ log(1/α)/|β*_i| (dln.md §3, escape time), then a sharp, coordinate-wise (sparse) descent.
+of length ≈ log(1/α)/|β*_i| (docs/theory/dln.md §3, escape time), then a sharp, coordinate-wise (sparse) descent.
 Left: learning curves, closed form (lines) over finite-d Monte-Carlo (markers, mean ± SEM).
 Right: test error at fixed training times as a function of α — the price of the rich regime's
 sparsity bias is time.

@@ -1,16 +1,16 @@
-"""Convergence speed vs generalisation of a diagonal linear network as the init scale α varies (dln.md §6).
+"""Convergence speed vs generalisation of a diagonal linear network as the init scale α varies (docs/theory/dln.md §6).
 
 Nishiyama & Imaizumi (arXiv:2510.01930) find a trade-off: a smaller initialisation makes the training
 loss converge more slowly (a longer search phase, then a coordinate-by-coordinate descent) but gives a
-better limiting test error (a stronger ℓ1-type implicit bias, dln.md §4).  Setting of dln.md §6:
+better limiting test error (a stronger ℓ1-type implicit bias, docs/theory/dln.md §4).  Setting of docs/theory/dln.md §6:
 n/d = 0.5, ρ = 0.1 (rademacher teacher), no label noise, GD with η = 0.1, α ∈ {1, 0.3, 0.1, 0.03}.
 
 * Speed: the first time t at which the train error E_tr = ‖y − Xβ‖²/n falls below 1e-3, from the DMFT
-  (dln.md §5; its Monte-Carlo error is carried through the slope of E_tr) and from finite-d GD.
+  (docs/theory/dln.md §5; its Monte-Carlo error is carried through the slope of E_tr) and from finite-d GD.
 * Generalisation: the limiting (t → ∞) test error E_te = ‖β − β*‖²/d, from the proportional-limit fixed
-  point of dln.md §4 and from the finite-d interpolators that gradient flow converges to (dual Newton
+  point of docs/theory/dln.md §4 and from the finite-d interpolators that gradient flow converges to (dual Newton
   on explicit instances).  At the end of the DMFT horizon the small-α runs are still drifting towards
-  it (dln.md §10 pitfall 10), which is why the limit is taken from the fixed point.
+  it (docs/theory/dln.md §10 pitfall 10), which is why the limit is taken from the fixed point.
 
 Left: train error against t for each α (DMFT lines ± SEM, finite-d GD markers ± SEM).
 Right: the trade-off plane, time to E_tr < 1e-3 against the limiting test error.

@@ -1,7 +1,7 @@
 """Quickstart: the DLN in the proportional regime against its DMFT, and the population closed form against
 Monte-Carlo.
 
-Run:  python examples/quickstart.py            (full: d = 4096, about half a minute on 2 cores)
+Run:  python examples/quickstart.py            (full: d = 4096, about 120 CPU-seconds: 1-2 min on 2 idle cores)
       python examples/quickstart.py --quick    (d = 512, seconds; what the tests run)
 
 Writes quickstart_dln.nc, quickstart_population.nc and quickstart.png into --out (default: ./out).
@@ -33,7 +33,7 @@ def main(quick: bool = False, out: str | Path = "out") -> dict:
     t_sim = time.perf_counter() - start
     print(sim)
     hidyn.save(sim, out / "quickstart_dln.nc")
-    # ... and its d → ∞ theory: the DMFT effective process of GD at the same spec (dln.md §5)
+    # ... and its d → ∞ theory: the DMFT effective process of GD at the same spec (docs/theory/dln.md §5)
     start = time.perf_counter()
     dmft = hidyn.theory(hidyn.results.spec_from_dataset(sim), n_samples=4000 if quick else 8000,
                         t_max=float(sim["time"][-1]))
@@ -43,7 +43,7 @@ def main(quick: bool = False, out: str | Path = "out") -> dict:
     hidyn.save(dmft, out / "quickstart_dmft.nc")
 
     # 2. Population setting (fresh samples every step): online SGD with η·d/B = 0.01 against the exact
-    #    gradient-flow closed form of dln.md §3.
+    #    gradient-flow closed form of docs/theory/dln.md §3.
     d_pop = 512 if quick else 2048
     pop = hidyn.simulate("dln", d=d_pop, ratio=None, algorithm="sgd", lr=0.01, batch_size=d_pop,
                          seeds=8 if quick else 16)

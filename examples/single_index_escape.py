@@ -1,11 +1,12 @@
-"""Escape from the equator vs dimension for information exponents k* = 1, 2, 3 (single_index.md §4).
+"""Escape from the equator vs dimension for information exponents k* = 1, 2, 3 (docs/theory/single_index.md §4).
 
 Target and student h_k (k = 1, 2, 3), correlation loss, spherical online SGD from m₀ = 1/√d exactly,
 with and without an aligned spike κ = 5 (gain G = 6).  Markers: median first-passage time t_{1/2} of
 |m| to 1/2 over an ensemble of runs (bars: quartiles), simulated with the exact reduced chain of
 note §1 (same law as the full d-dimensional SGD, O(1) per step).  Lines: first passage of the d → ∞
 ODE of note §2 from the same ρ₀ (for k* = 2 its slope in ln d is 1/(2γ) of §4's formula
-t ≈ [½ ln(d/G) + ln ρ_end]/γ; for k* = 3 it follows the Bernoulli law of §4 with the noise term).  Expected: t_{1/2} = O(1) for k* = 1, ∝ ln d for k* = 2, ∝ √d for k* = 3 (n = d·t samples:
+t ≈ [½ ln(d/G) + ln ρ_end]/γ; for k* = 3 it follows the Bernoulli law of §4 with the noise term).
+Expected: t_{1/2} = O(1) for k* = 1, ∝ ln d for k* = 2, ∝ √d for k* = 3 (n = d·t samples:
 d, d ln d, d^{3/2} at fixed η); the spike shifts every curve down.  For k* = 3 the step must shrink
 like d^{−1/2} for the signal to beat the SGD noise at ρ₀ (§4), so it is set to η = 0.5/√d there, a
 quarter of the threshold 2/√d (then t ∝ d and n ∝ d², so k* = 3 stops at d = 1024).

@@ -1,4 +1,4 @@
-"""What a spike in the input covariance does to single-index learning (single_index.md §4).
+"""What a spike in the input covariance does to single-index learning (docs/theory/single_index.md §4).
 
 h₂ target and student, online SGD with η = 0.1 from m₀ = 0.2, inputs x ~ N(0, I + κuuᵀ) with
 κ ∈ {0, 1, 5, 20}.  Each panel shows the cosine m/√q between w and θ*: the d → ∞ ODE of note §2
@@ -68,7 +68,7 @@ def main(quick: bool = False, out: str | Path = "out") -> dict:
             if key == "b" and kappa > 0:
                 c = math.cos(params["spike_angle"])
                 R = 1 + kappa * c * c
-                limit = R / math.sqrt((1 + 2 * kappa * c * c + kappa ** 2 * c * c))   # R/‖Σθ*‖
+                limit = R / math.sqrt(1 + 2 * kappa * c * c + kappa ** 2 * c * c)   # R/‖Σθ*‖
                 ax.axhline(limit, color=f"C{i}", ls=":", lw=1)
             sims.append(sim.expand_dims(spike_value=[kappa]))
             ths.append(th.expand_dims(spike_value=[kappa]))

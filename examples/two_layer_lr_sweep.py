@@ -1,4 +1,4 @@
-"""Plateau escape time against the learning rate, through ``hidyn.sweep`` (teacher_student.md §6.1).
+"""Plateau escape time against the learning rate, through ``hidyn.sweep`` (docs/theory/teacher_student.md §6.1).
 
 K = M = 2, erf.  For each η, online SGD at finite d from a random start (per-seed escape times: first
 t with ε_g below half the plateau height ε_sym(η)), and the ODE started from the simulations' mean

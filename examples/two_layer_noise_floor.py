@@ -2,7 +2,7 @@
 
 K = M = 2, erf, T = I, v = A = 1, σ = 0.5, first layer trained, started at the teacher (Q = R = I).
 Late-time ε_g from the ODE (line) and from SGD at finite d (points, mean ± SEM over seeds and over the
-last saved times) against the leading-order prediction ε* = ησ²K/(2√3π) (teacher_student.md §6.2).
+last saved times) against the leading-order prediction ε* = ησ²K/(2√3π) (docs/theory/teacher_student.md §6.2).
 
 Run:  python examples/two_layer_noise_floor.py [--quick] [--out DIR]
 """

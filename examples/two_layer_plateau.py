@@ -1,7 +1,7 @@
 """The Saad–Solla plateau of a soft committee machine (Saad & Solla, PRL 74, 4337, 1995).
 
 K = M = 2, erf activation, online SGD at η = 0.5.  Left: the ODE from initial overlaps whose
-symmetry-breaking part δ shrinks (R(0) = δ·P, teacher_student.md §6.1): the plateau at the
+symmetry-breaking part δ shrinks (R(0) = δ·P, docs/theory/teacher_student.md §6.1): the plateau at the
 symmetric fixed point lengthens like ln(1/δ)/λ₊.  Right: SGD at finite d from a random start (mean ±
 SEM over seeds) with the ODE started from each run's own initial overlaps; horizontal lines mark the
 plateau height ε_sym at this η (root of the ODE on the symmetric manifold) and its η → 0 limit.
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-P = np.array([[0.625095, 0.897214], [0.775686, 0.225207]])  # teacher_student.md §6.1
+P = np.array([[0.625095, 0.897214], [0.775686, 0.225207]])  # docs/theory/teacher_student.md §6.1
 
 
 def main(quick: bool = False, out: str | Path = "out") -> dict:

@@ -3,9 +3,9 @@
 An :class:`Activation` bundles g with its first two derivatives (the ODEs need g' and, through
 Stein's lemma, g'').  Names follow the theory notes:
 
-* ``"erf"`` is g(x) = erf(x/√2) (teacher_student.md §4.1), not erf(x);
+* ``"erf"`` is g(x) = erf(x/√2) (docs/theory/teacher_student.md §4.1), not erf(x);
 * ``"he1"`` … ``"he4"`` are the *normalised* probabilists' Hermite polynomials He_k/√(k!)
-  (single_index.md P10), and ``"he2"``/``"he3"`` the same functions in the two-layer family;
+  (docs/theory/single_index.md P10), and ``"he2"``/``"he3"`` the same functions in the two-layer family;
 * ``"quadratic"`` is x², ``"linear"`` is x, ``"sigmoid"`` is the logistic function 1/(1+e^{−x}).
 
 User-defined activations are given as a tuple ``(g, dg)`` or ``(g, dg, d2g)`` of vectorised callables.
@@ -13,8 +13,8 @@ User-defined activations are given as a tuple ``(g, dg)`` or ``(g, dg, d2g)`` of
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 from scipy import special

@@ -9,8 +9,9 @@ import numpy as np
 
 from hidyn import models, rng
 from hidyn.families import family
-from hidyn.models._base import ModelSpec, check_int, check_real
+from hidyn.models._base import ModelSpec, check_bool, check_int, check_real
 from hidyn.results import make_dataset, spec_from_dataset
+from hidyn.solvers.mc.driver import can_record_weights
 
 __all__ = ["simulate", "theory", "compare", "make_times"]
 
@@ -47,7 +48,7 @@ def _spec(model, params) -> ModelSpec:
     return models.get(model, **params)
 
 
-def _backend_class(spec: ModelSpec, backend: str):
+def _backend_class(spec: ModelSpec, backend: str, record_weights: bool = False):
     choices = tuple(spec.backends)
     if backend == "auto":
         # jax if a GPU is visible to JAX, else numba if installed, else the numpy reference; a backend
@@ -83,6 +84,8 @@ def _backend_class(spec: ModelSpec, backend: str):
         def runs(name: str) -> bool:
             module, _, cls_name = spec.backends[name].partition(":")
             cls = getattr(importlib.import_module(module), cls_name)
+            if record_weights and not can_record_weights(cls):
+                return False
             check = getattr(cls, "unsupported_reason", None)
             return check is None or check(spec) is None
 
@@ -95,12 +98,17 @@ def _backend_class(spec: ModelSpec, backend: str):
         raise ValueError(f"backend={backend!r} is not available for model {spec.model!r}; "
                          f"valid: 'auto', {', '.join(map(repr, choices))}")
     module, _, cls = spec.backends[backend].partition(":")
-    return backend, getattr(importlib.import_module(module), cls)
+    cls = getattr(importlib.import_module(module), cls)
+    if record_weights and not can_record_weights(cls):
+        # the numpy reference of every family records its weights
+        raise ValueError(f"record_weights=True is invalid with backend={backend!r}: it does not simulate "
+                         f"the d-dimensional weights; use backend='numpy' or backend='auto'")
+    return backend, cls
 
 
 def simulate(model="dln", *, d=None, times=None, t_max=None, n_times: int = 100, spacing: str = "log",
              seeds=8, seed=None, backend: str = "auto", precision: str = "float64", progress=None,
-             **params):
+             record_weights: bool = False, **params):
     """Monte-Carlo: run the real finite-d dynamics for several seeds and record order parameters.
 
     Parameters
@@ -122,6 +130,12 @@ def simulate(model="dln", *, d=None, times=None, t_max=None, n_times: int = 100,
     precision : {"float64", "float32"}
     progress : bool or None
         Progress bar (``None``: only on a terminal).
+    record_weights : bool
+        Also record the d-dimensional weights at every save time (default False): DLN ``beta``
+        (seed, time, i), teacher–student ``W`` (seed, time, k, i) (``v`` is always recorded),
+        single-index ``w`` (seed, time, i) in the simulation's frame (e₀ = θ*).  They take
+        seeds × n_times × d (× K) × 8 bytes, checked against the machine's memory before the run.
+        ``backend="auto"`` picks a backend that can record them.
     **params
         Spec fields (see the family's spec class, e.g. :class:`hidyn.models.DLNSpec`).
 
@@ -138,29 +152,48 @@ def simulate(model="dln", *, d=None, times=None, t_max=None, n_times: int = 100,
     spec = _spec(model, params)
     if precision not in PRECISIONS:
         raise ValueError(f"precision={precision!r} is invalid: must be one of {PRECISIONS}")
-    name, cls = _backend_class(spec, backend)
+    record_weights = check_bool("record_weights", record_weights)
+    name, cls = _backend_class(spec, backend, record_weights)
     be = cls(spec, precision)
-    idx = rng.seed_indices(seeds)
-    driver.check_memory(be.memory_bytes(idx.size), f"simulate({spec.model!r}, d={getattr(spec, 'd', '?')}, "
-                        f"seeds={idx.size})", "use fewer seeds, a smaller d, or run seeds in batches "
+    # the count first: the index array, seed sequences and generators of seeds=10**9 would take GiBs
+    n_seeds = rng.seed_count(seeds)
+    driver.check_memory(be.memory_bytes(n_seeds) + n_seeds * rng.PER_SEED_BYTES,
+                        f"simulate({spec.model!r}, d={getattr(spec, 'd', '?')}, seeds={n_seeds})",
+                        "use fewer seeds, a smaller d, or run seeds in batches "
                         "(seeds=[0, 1], then seeds=[2, 3], ...) and xr.concat the results")
+    idx = rng.seed_indices(seeds)
     t = make_times(spec, times=times, t_max=t_max, n_times=n_times, spacing=spacing,
                    first=be.time_per_step)
+    weight_dims = be.weight_variables if record_weights else {}
+    if record_weights:
+        sizes = {k: int(np.prod([{"i": spec.d, "k": getattr(spec, "K", 1)}[dim] for dim in dims]))
+                 for k, dims in weight_dims.items()}
+        n_saved = driver.save_schedule(t, be.time_per_step)[1].size
+        nbytes = driver.weights_nbytes(sizes, idx.size, n_saved)
+        driver.check_memory(nbytes + be.memory_bytes(idx.size),
+                            f"simulate({spec.model!r}, d={spec.d}, seeds={idx.size}, record_weights=True) "
+                            f"storing {idx.size} seeds × {n_saved} times × {sum(sizes.values())} weights",
+                            "record_weights=True needs seeds × n_times × d × 8 bytes: save fewer times "
+                            "(n_times= or times=), use fewer seeds, or record_weights=False")
     start = _time.perf_counter()
     actual, data, info = driver.run(be, rng.seed_sequences(seed, idx), t, progress=progress,
-                                    desc=f"{spec.model} d={getattr(spec, 'd', '')}")
+                                    desc=f"{spec.model} d={getattr(spec, 'd', '')}",
+                                    record_weights=record_weights)
     wall = _time.perf_counter() - start
-    dims = {k: ("seed", "time") + tuple(extra) for k, extra in be.variables.items()}
+    dims = {k: ("seed", "time") + tuple(extra) for k, extra in {**be.variables, **weight_dims}.items()}
     attrs = {"method": "monte_carlo", "backend": name, "precision": precision,
              **{k: v for k, v in spec.to_dict().items() if not isinstance(v, (list, dict))},
              "config_json": spec.to_json(), "seed_entropy": str(rng._entropy(seed)),
-             "n_seeds": int(idx.size), "wall_time_s": wall, "time_units": spec.time_units, **info}
-    return make_dataset({k: (dims[k], v) for k, v in data.items()},
-                        {"seed": idx, "time": actual}, attrs, model=spec.model)
+             "n_seeds": int(idx.size), "wall_time_s": wall, "time_units": spec.time_units,
+             "record_weights": record_weights, **info}
+    # a backend may label its extra dims (e.g. the learning-rate grid of deep_linear): ``coords``
+    coords = {"seed": idx, "time": actual, **getattr(be, "coords", {}),
+              **({"i": np.arange(spec.d)} if record_weights else {})}
+    return make_dataset({k: (dims[k], v) for k, v in data.items()}, coords, attrs, model=spec.model)
 
 
-def theory(model="dln", *, method: str = "auto", times=None, t_max=None, n_times: int = 100,
-           spacing: str = "log", init=None, **params):
+def theory(model="dln", *, method: str = "auto", times=None, t_max=None, n_times: int | None = None,
+           spacing: str | None = None, init=None, **params):
     """The d → ∞ theory of a model, on the same variables and units as :func:`simulate`.
 
     Parameters
@@ -170,7 +203,12 @@ def theory(model="dln", *, method: str = "auto", times=None, t_max=None, n_times
         ``"auto"`` picks the most exact method available (closed form > ODE > DMFT); the family
         module lists the others (``hidyn.families.<model>.METHODS``).
     times, t_max, n_times, spacing
-        As in :func:`simulate`.
+        As in :func:`simulate` (default 100 log-spaced times).  The result's ``time`` coordinate is
+        exactly ``times`` when given, except for discrete dynamics (the DMFT of GD), which round
+        them to whole steps as :func:`simulate` does.  A method on its own grid (the DMFT) returns
+        every grid point up to ``t_max`` when none of ``times``, ``n_times``, ``spacing`` is given.
+        Limit methods whose times are fixed by the theory (t = ∞, jump times) refuse ``times`` and
+        ``t_max``.
     init : xarray.Dataset or dict, optional
         Families whose theory starts from measured order parameters accept a simulation result or a
         dict of initial overlaps (see the family's docs).  Its spec fields become defaults.
@@ -179,8 +217,15 @@ def theory(model="dln", *, method: str = "auto", times=None, t_max=None, n_times
 
     Returns
     -------
-    xarray.Dataset with dims (``time``, …)
+    xarray.Dataset
+        Variables with dims (``time``, …) and the same names and units as :func:`simulate`; attrs record
+        the spec, the method and its solver information.  Provenance attrs say what the result is:
+        ``limit = "d->inf"`` for a high-dimensional limit (no ``d`` attr, and no ``d`` in
+        ``config_json``), ``limit = "explicit instance"`` with ``n_rows``/``n_features`` for a method run
+        on a given design (only the spec fields it uses are recorded).
     """
+    import json
+
     import xarray as xr
 
     sim = None
@@ -212,14 +257,36 @@ def theory(model="dln", *, method: str = "auto", times=None, t_max=None, n_times
             raise ValueError(f"the {spec.model!r} theory does not start from a simulation; pass its "
                              f"parameters instead of init=<Dataset>")
         options["init"] = sim
-    t = make_times(spec, times=times, t_max=t_max, n_times=n_times, spacing=spacing)
+    own_times = getattr(fam, "OWN_TIMES", {}).get(chosen)
+    if own_times is not None and ((times is not None and sim is None) or t_max is not None):
+        raise ValueError(f"method={chosen!r} returns {own_times}: it takes no times or t_max")
+    default_grid = getattr(fam, "DEFAULT_TIMES", {}).get(chosen)
+    if default_grid is not None and times is None and n_times is None and spacing is None:
+        # a solver with its own time grid (the DMFT's steps) returns all of it by default
+        t = default_grid(spec, spec.default_t_max if t_max is None else
+                         check_real("t_max", t_max, 0.0, lo_open=True))
+    else:
+        t = make_times(spec, times=times, t_max=t_max, n_times=100 if n_times is None else n_times,
+                       spacing="log" if spacing is None else spacing)
     start = _time.perf_counter()
     data_vars, extra = fam.METHODS[chosen](spec, t, **options)
     wall = _time.perf_counter() - start
     t_out = extra.pop("time", t)
     coords = {"time": t_out, **extra.pop("coords", {})}
-    attrs = {"method": chosen, **{k: v for k, v in spec.to_dict().items() if not isinstance(v, (list, dict))},
-             "config_json": spec.to_json(), "wall_time_s": wall, "time_units": spec.time_units, **extra}
+    # provenance (issue #11): a d → ∞ result records no dimension; an explicit-instance result records
+    # the instance's shape and only the spec fields it used, never spec defaults it ignored
+    limit = extra.pop("limit", "d->inf")
+    used = extra.pop("spec_fields", None)
+    fields = spec.to_dict()
+    if used is not None:
+        fields = {k: v for k, v in fields.items() if k in used}
+    elif limit == "d->inf":
+        finite = getattr(fam, "FINITE_D_FIELDS", ("d",))
+        fields = {k: v for k, v in fields.items() if k not in finite}
+    attrs = {"method": chosen, "limit": limit,
+             **{k: v for k, v in fields.items() if not isinstance(v, (list, dict))},
+             "config_json": json.dumps({"model": spec.model, **fields}, sort_keys=True),
+             "wall_time_s": wall, "time_units": spec.time_units, **extra}
     if extra.get("time_units"):
         attrs["time_units"] = extra["time_units"]
     return make_dataset(data_vars, coords, attrs, model=spec.model)

@@ -8,12 +8,11 @@ __all__ = ["main"]
 
 
 def _info(_args) -> int:
+    import importlib.util
+
     import hidyn
     from hidyn import models
     from hidyn._versions import versions
-
-    import importlib.util
-
     from hidyn.api import _backend_class
 
     print(f"hidyn {hidyn.__version__}")
@@ -148,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1, help="local worker processes (spawned)")
     p.set_defaults(func=_sweep)
     p = sub.add_parser("validate", help="run the registered theory-vs-Monte-Carlo validation cases")
-    p.add_argument("--quick", action="store_true", help="the quick set at the smallest d (< 2 min)")
+    p.add_argument("--quick", action="store_true", help="the quick set at the smallest d (about 170-190 CPU-seconds)")
     p.add_argument("--family", help="only this model family (dln, two_layer, single_index)")
     p.add_argument("--case", action="append", help="only this case (repeatable; see hidyn.validation.cases)")
     p.set_defaults(func=_validate)

@@ -1,6 +1,6 @@
 """Escape from the equator: Monte-Carlo first-passage ensembles beside the d → ∞ prediction.
 
-:func:`escape_time` measures t_{1/2}, the first time |m| = |⟨w, θ*⟩| reaches 1/2 (single_index.md §4),
+:func:`escape_time` measures t_{1/2}, the first time |m| = |⟨w, θ*⟩| reaches 1/2 (docs/theory/single_index.md §4),
 for an ensemble of online-SGD runs at each dimension d, summarises the ensemble by its median and
 quantiles (never by a censored mean, note §4 and P8), and adds the theory prediction of
 :func:`hidyn.solvers.ode.single_index.predicted_escape_time` for the same start.
@@ -142,17 +142,16 @@ def escape_time(model="single_index", *, d, seeds=256, start: str | None = None,
 
     from hidyn import models, rng
     from hidyn.hermite import spike_gain
-    from hidyn.solvers.mc import driver
     from hidyn.models._base import ModelSpec, check_real
     from hidyn.results import make_dataset, safe_attrs
-    from hidyn.solvers.mc.single_index_numpy import (ESCAPE_LEVEL, SingleIndexNumpyBackend,
-                                                     SingleIndexReducedBackend)
+    from hidyn.solvers.mc import driver
+    from hidyn.solvers.mc.single_index_numpy import ESCAPE_LEVEL, SingleIndexNumpyBackend, SingleIndexReducedBackend
     from hidyn.solvers.ode.single_index import predicted_escape_time
 
     key = model.model if isinstance(model, ModelSpec) else model
     if key != "single_index":
         raise NotImplementedError(f"escape_time is implemented for model='single_index' only (the equator "
-                                  f"escape of single_index.md §4), got model={key!r}")
+                                  f"escape of docs/theory/single_index.md §4), got model={key!r}")
     dims = _dims(d)
     if level != ESCAPE_LEVEL:
         raise ValueError(f"level={level!r} is invalid: only {ESCAPE_LEVEL} (t_1/2 of note §4) is recorded "
@@ -185,6 +184,9 @@ def escape_time(model="single_index", *, d, seeds=256, start: str | None = None,
         for k in ("link", "activation"):
             if k not in params or isinstance(params[k], str) and params[k].startswith("<callable"):
                 params[k] = getattr(model, k)
+    # the count before the index array: seeds=10**9 is refused before GiBs of seed state exist
+    n_seeds = rng.seed_count(seeds)
+    driver.check_memory(n_seeds * rng.PER_SEED_BYTES, f"escape_time(seeds={n_seeds})", "use fewer seeds")
     idx = rng.seed_indices(seeds)
     seqs = rng.seed_sequences(seed, idx)
 
@@ -231,7 +233,8 @@ def escape_time(model="single_index", *, d, seeds=256, start: str | None = None,
         else:
             horizon = t_max
         be = backends[backend](spec, precision)
-        driver.check_memory(be.memory_bytes(idx.size), f"escape_time(d={dim}, seeds={idx.size})",
+        driver.check_memory(be.memory_bytes(idx.size) + idx.size * rng.PER_SEED_BYTES,
+                            f"escape_time(d={dim}, seeds={idx.size})",
                             "use fewer seeds or backend='reduced'")
         state = be.init(seqs)
         total = int(math.ceil(horizon * dim))
@@ -289,7 +292,7 @@ def escape_time(model="single_index", *, d, seeds=256, start: str | None = None,
         "escape_time_quantiles": ("ensemble quantiles of the escape time", "steps / d"),
         "escaped_fraction": ("fraction of runs that escaped", "1"),
         "observed_time": ("time simulated (censoring time)", "steps / d"),
-        "escape_time_theory": ("predicted escape time t_1/2 (single_index.md section 4)", "steps / d"),
+        "escape_time_theory": ("predicted escape time t_1/2 (docs/theory/single_index.md section 4)", "steps / d"),
         "rho0": ("initial correlation rho0 = M/sqrt(QR) used by the theory", "1"),
     }
     for name, (long_name, units) in meta.items():

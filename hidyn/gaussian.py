@@ -1,7 +1,7 @@
 """Gaussian expectations for the teacher–student (two-layer) theory.
 
 Everything in the d → ∞ theory of soft committee machines is an average over the jointly Gaussian
-fields u = (λ_1..λ_K, ν_1..ν_M) ~ N(0, Ω) with Ω = [[Q, R], [Rᵀ, T]] (teacher_student.md §2).
+fields u = (λ_1..λ_K, ν_1..ν_M) ~ N(0, Ω) with Ω = [[Q, R], [Rᵀ, T]] (docs/theory/teacher_student.md §2).
 This module provides
 
 * :func:`expect` — E[f(u)] for u ~ N(0, C), n ≤ 4, by tensor-product Gauss–Hermite quadrature after an
@@ -447,10 +447,15 @@ def _corr(cab, va, vb):
 
 
 def _arccos_kernel(caa, cbb, cab):
-    """E[relu(u_a) relu(u_b)] = [√(C_aa C_bb − C_ab²) + (π − θ) C_ab]/(2π), θ = arccos ρ."""
-    rho = _corr(cab, caa, cbb)
-    theta = np.arccos(rho)
-    return (_sd(caa * cbb - cab * cab) + (_PI - theta) * cab) / _TWO_PI
+    """E[relu(u_a) relu(u_b)] = [√(C_aa C_bb − C_ab²) + (π − θ) C_ab]/(2π), θ = arccos ρ.
+
+    θ is computed as atan2(√(C_aa C_bb − C_ab²), C_ab): arccos(ρ) turns the rounding of ρ ≈ 1 into an
+    O(√eps) ≈ 1e-8 error (on the diagonal a = b, where ρ rounds to 1 − 1e-16, E[relu(u)²] = C/2 came out
+    1e-8 off); atan2 of the Gram determinant is exact there and well conditioned for nearly parallel fields.
+    """
+    root = _sd(caa * cbb - cab * cab)
+    theta = np.arctan2(root, cab)
+    return (root + (_PI - theta) * cab) / _TWO_PI
 
 
 def _p2(rho):

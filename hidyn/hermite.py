@@ -1,9 +1,9 @@
 """Hermite expansions and Gaussian expectations for the spiked-covariance single-index family.
 
-Everything here follows single_index.md (the theory note) and uses numpy/scipy only, so that
+Everything here follows docs/theory/single_index.md (the theory note) and uses numpy/scipy only, so that
 :mod:`hidyn.observables` may import it.
 
-Conventions (single_index.md §1, §3, P10)
+Conventions (docs/theory/single_index.md §1, §3, P10)
 -----------------------------------------
 * h_n := He_n/√(n!) are the **normalised** probabilists' Hermite polynomials, E[h_n(z) h_m(z)] = δ_nm
   for z ~ N(0, 1).  The link names ``"he1"`` … ``"he4"`` mean h_1 … h_4.
@@ -35,10 +35,10 @@ Ben Arous, Gheissari, Jagannath, JMLR 22 (2021), arXiv:2003.10409 (information e
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from numbers import Integral, Real
-from typing import Callable
 
 import numpy as np
 from numpy.polynomial import hermite_e as _herme

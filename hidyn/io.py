@@ -19,6 +19,15 @@ def _engine(path: Path, engine: str | None) -> str:
     return "zarr" if path.suffix == ".zarr" else "h5netcdf"
 
 
+def _array_attr(value):
+    if isinstance(value, list) and value and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                 for v in value):
+        import numpy as np
+
+        return np.asarray(value, dtype=np.float64 if any(isinstance(v, float) for v in value) else np.int64)
+    return value
+
+
 def save(ds: xr.Dataset, path, *, engine: str | None = None) -> Path:
     """Write a hidyn result to ``path`` (``.nc`` → netCDF4/HDF5 via h5netcdf, ``.zarr`` → zarr).
 
@@ -47,7 +56,9 @@ def save(ds: xr.Dataset, path, *, engine: str | None = None) -> Path:
                 import zarr  # noqa: F401
             except ImportError as err:
                 raise ImportError("saving to .zarr needs the zarr extra: pip install 'hidyn[zarr]'") from err
-            ds.to_zarr(tmp, mode="w")
+            # zarr ≥ 3 (what xarray ≥ 2025 needs): format 3 without consolidated metadata, which the
+            # format 3 specification does not include (zarr warns about it)
+            ds.to_zarr(tmp, mode="w", zarr_format=3, consolidated=False)
         else:
             ds.to_netcdf(tmp, engine="h5netcdf", invalid_netcdf=False)
         os.replace(tmp, path)
@@ -77,7 +88,13 @@ def load(path, *, engine: str | None = None) -> xr.Dataset:
     engine = _engine(path, engine)
     try:
         if engine == "zarr":
-            ds = xr.open_zarr(path).load()
+            try:
+                import zarr  # noqa: F401
+            except ImportError as err:
+                raise ImportError("loading a .zarr needs the zarr extra: pip install 'hidyn[zarr]'") from err
+            ds = xr.open_zarr(path, consolidated=False).load()
+            # zarr keeps array attrs as JSON lists; the schema (and netCDF) has 1-D numeric arrays
+            ds.attrs = {k: _array_attr(v) for k, v in ds.attrs.items()}
         else:
             with xr.open_dataset(path, engine="h5netcdf") as f:
                 ds = f.load()

@@ -3,17 +3,16 @@
 Theory solvers and Monte-Carlo backends both call these functions, so a simulated and a predicted
 `test_loss` can never disagree by a convention.  Conventions per family (see the theory notes):
 
-* DLN (dln.md §2.2): losses carry no ½ and `test_loss` includes σ².
-* two_layer (teacher_student.md §5) and single_index (single_index.md §1): `test_loss` carries a ½ and
-  excludes the label noise.
+* DLN (docs/theory/dln.md §2.2): losses carry no ½ and `test_loss` includes σ².
+* two_layer (docs/theory/teacher_student.md §5) and single_index (docs/theory/single_index.md §1): `test_loss`
+  carries a ½ and excludes the label noise.
 """
 from __future__ import annotations
 
 import numpy as np
 
-
 # --------------------------------------------------------------------------------------------------
-# Diagonal linear networks (dln.md §2.2)
+# Diagonal linear networks (docs/theory/dln.md §2.2)
 # --------------------------------------------------------------------------------------------------
 DLN_SUPPORT_THRESHOLD = 0.5
 
@@ -58,13 +57,13 @@ def dln_train_loss(residual) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------------------------
-# Spiked-covariance single-index model (single_index.md §1, §2)
+# Spiked-covariance single-index model (docs/theory/single_index.md §1, §2)
 # --------------------------------------------------------------------------------------------------
 def _single_index_loss_moments(m, s, q, link, activation, spike, spike_angle, standardize_target):
     """(E[g̃²], E[g̃σ], E[σ²]) at each (m, s, q), g̃ = g(τν), broadcast over the inputs.
 
     Exact (Mehler) when g or σ is a polynomial, kink-aware polar quadrature otherwise
-    (single_index.md §3).  Entries where m, s or q is not finite are NaN.
+    (docs/theory/single_index.md §3).  Entries where m, s or q is not finite are NaN.
     """
     from hidyn.hermite import GaussianMoments, projection_covariance, target_scale
 
@@ -105,7 +104,7 @@ def single_index_test_loss(m, s, q, *, link, activation, spike=0.0, spike_angle=
     -------
     float or ndarray, broadcast shape of (m, s, q)
         ½(E[g̃²] − 2E[g̃σ] + E[σ²]) with (λ, ν) of covariance (q + κs², m + κcs, 1 + κc²)
-        (single_index.md §1–§2).  NaN where an input is not finite.
+        (docs/theory/single_index.md §1–§2).  NaN where an input is not finite.
     """
     e_gg, e_gs, e_ss = _single_index_loss_moments(m, s, q, link, activation, spike, spike_angle,
                                                   standardize_target)
@@ -114,7 +113,7 @@ def single_index_test_loss(m, s, q, *, link, activation, spike=0.0, spike_angle=
 
 def single_index_objective(m, s, q, *, link, activation, loss, spike=0.0, spike_angle=0.0, noise=0.0,
                            standardize_target=True):
-    """Population training loss L of single_index.md §2 (the ``objective`` variable).
+    """Population training loss L of docs/theory/single_index.md §2 (the ``objective`` variable).
 
     Parameters
     ----------
@@ -141,7 +140,7 @@ def single_index_objective(m, s, q, *, link, activation, loss, spike=0.0, spike_
 
 
 # --------------------------------------------------------------------------------------------------
-# Teacher–student two-layer networks / soft committee machines (teacher_student.md §5)
+# Teacher–student two-layer networks / soft committee machines (docs/theory/teacher_student.md §5)
 # --------------------------------------------------------------------------------------------------
 def _two_layer_fields(Q, R, T, v, A):
     """Broadcast the overlaps to a batch of field covariances Ω = [[Q, R], [Rᵀ, T]] and c = (v, −A).
@@ -182,7 +181,7 @@ def _two_layer_fields(Q, R, T, v, A):
 
 
 def two_layer_test_loss(Q, R, T, v, A, activation, *, check=True):
-    """Generalisation error ε_g of a soft committee machine (teacher_student.md §5).
+    """Generalisation error ε_g of a soft committee machine (docs/theory/teacher_student.md §5).
 
     ε_g = ½ E[(ŷ − y_clean)²] = ½ Σ_ab c_a c_b I2(a, b) with c = (v, −A) and I2 the Gaussian average of
     note §3 — measured against the noise-free teacher, so it carries a ½ and no σ²/2.  Closed forms for
@@ -233,7 +232,7 @@ def two_layer_test_loss(Q, R, T, v, A, activation, *, check=True):
 
 
 def two_layer_train_loss(test_loss, noise):
-    """Expected online training loss of the two-layer model: ε_g + σ²/2 (teacher_student.md §5).
+    """Expected online training loss of the two-layer model: ε_g + σ²/2 (docs/theory/teacher_student.md §5).
 
     Parameters
     ----------

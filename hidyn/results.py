@@ -3,12 +3,21 @@
 Every hidyn result is an :class:`xarray.Dataset` with
 
 * dims ``time`` (the family's natural time unit), ``seed`` (Monte-Carlo only), ``k``/``k_`` (student
-  units), ``m``/``m_`` (teacher units), ``time_`` (second time of two-time kernels) and swept
-  parameters as coordinates;
+  units), ``m``/``m_`` (teacher units), ``i`` (input coordinate of recorded weights, 0..d−1),
+  ``grid_time``/``grid_time_`` (a solver's own step grid, e.g. the DMFT's two-time kernels),
+  ``time_`` (second time of two-time kernels) and swept parameters as coordinates;
 * data variables named as in :data:`VARIABLES`, each with ``long_name`` and ``units``;
+* units: the ``time`` coordinate carries the family's clock (``spec.time_units``: ``"lr * steps"``
+  for DLN GD/SGD, ``"gradient-flow time"`` for DLN gradient flow, ``"steps / d"`` for online SGD
+  of the teacher–student and single-index families).  Losses, order parameters and weights are
+  dimensionless — the inputs, labels and weights of every family are pure numbers — so their
+  ``units`` is :data:`DIMENSIONLESS` (``"1"``, the CF/UDUNITS spelling), deliberately;
 * netCDF-safe attrs only (str, int, float, 1-D numeric lists): ``hidyn_version``, ``model``,
   ``method``, every spec field that is not None, ``config_json`` (the full spec, the source of truth for
-  reconstructing it), and for Monte-Carlo ``backend``, ``precision`` and ``seed_entropy``.
+  reconstructing it), and for Monte-Carlo ``backend``, ``precision`` and ``seed_entropy``.  Theory
+  results say what they are: ``limit = "d->inf"`` without the finite-d fields (``d``, …) in attrs or
+  ``config_json``, or ``limit = "explicit instance"`` with ``n_rows``, ``n_features`` and only the spec
+  fields the method used.
 """
 from __future__ import annotations
 
@@ -20,8 +29,11 @@ import xarray as xr
 
 from hidyn._version import __version__
 
-__all__ = ["VARIABLES", "DIMS", "variable_attrs", "safe_attrs", "make_dataset", "validate_dataset",
+__all__ = ["VARIABLES", "DIMS", "DIMENSIONLESS", "variable_attrs", "safe_attrs", "make_dataset", "validate_dataset",
            "spec_from_dataset", "SchemaError"]
+
+#: units of a dimensionless quantity (CF conventions / UDUNITS): losses, overlaps, weights
+DIMENSIONLESS = "1"
 
 #: (long_name, units) per variable; ``FAMILY_VARIABLES`` refines the meaning per family
 VARIABLES: dict[str, tuple[str, str]] = {
@@ -33,6 +45,8 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "tpr": ("support true-positive rate P(|beta_i|>0.5 | beta*_i!=0)", "1"),
     "fpr": ("support false-positive rate P(|beta_i|>0.5 | beta*_i=0)", "1"),
     "beta": ("network weights beta_i", "1"),
+    "W": ("student first-layer weights W_ki", "1"),
+    "w": ("student weights w_i", "1"),
     "support_size": ("number of nonzero coordinates of beta", "1"),
     "C_delta": ("DMFT correlation E[dbeta(t) dbeta(t')]", "1"),
     "R_beta": ("DMFT response E[d beta(t)/d h(t')]", "1"),
@@ -48,6 +62,21 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "objective": ("population training objective", "1"),
     "samples_seen": ("number of samples seen (steps * batch size)", "1"),
     "mode_error": ("per-mode squared error (w_k - w*_k)^2 in the eigenbasis of Sigma", "1"),
+    # alignment: one name, its meaning per family in FAMILY_VARIABLES
+    "alignment": ("alignment of the learned solution with the teacher (see the family)", "1"),
+    "weight_change": ("relative weight change |W_l(t) - W_l(0)|_2 / Bai-Yin limit of |W_l(0)|_2", "1"),
+    "end_to_end": ("end-to-end linear map w_eff (f(x) = w_eff . x)", "1"),
+    "feature_kernel": ("feature kernel H_l(t,t) = A_l^T A_l / width on inputs x/sqrt(d)", "1"),
+    "gradient_kernel": ("gradient kernel G_l(t,t) = |width * g_l|^2 / width", "1"),
+    "train_output": ("network output f(x_mu) on the training inputs", "1"),
+    "feature_kernel_2t": ("two-time feature kernel H_l(t,t') = A_l(t)^T A_l(t') / width", "1"),
+    "gradient_kernel_2t": ("two-time gradient kernel G_l(t,t') = (width g_l(t)).(width g_l(t')) / width", "1"),
+    "optimal_lr": ("loss-minimising learning rate", "1"),
+    "diverged_at": ("GD step at which the run diverged (-1: never)", "steps"),
+    # matrix sensing (docs/theory/matrix_sensing.md §1)
+    "eigenvalues": ("top eigenvalues of P = XX^T (FG^T: singular values), decreasing", "1"),
+    "jump_times": ("alpha -> 0 jump (midpoint) time of each signal direction", "eta * steps"),
+    "spurious_eigenvalues": ("spurious (k > r) eigenvalues of P, late-time law", "1"),
 }
 
 FAMILY_VARIABLES: dict[str, dict[str, tuple[str, str]]] = {
@@ -62,6 +91,17 @@ FAMILY_VARIABLES: dict[str, dict[str, tuple[str, str]]] = {
     "single_index": {
         "test_loss": ("test error E[(g(tau nu) - sigma(lambda))^2]/2 (noise-free)", "1"),
     },
+    "deep_linear": {
+        "train_loss": ("training loss (1/2P) sum_mu (f(x_mu) - y_mu)^2 (noise included)", "1"),
+        "test_loss": ("test error |w_eff - w*|^2/2 = E(f(x) - w*.x)^2/2 (noise-free)", "1"),
+        "alignment": ("cosine between the learned end-to-end map and the teacher w*", "1"),
+    },
+    "matrix_sensing": {
+        "test_loss": ("test error |P - M*|_F^2 (no 1/4, noise-free)", "1"),
+        "train_loss": ("training error (1/m) sum_i (<A_i, P> - y_i)^2 (no 1/4, noise included; "
+                       "population: |P - M*|_F^2 + sigma^2)", "1"),
+        "alignment": ("alignment |U^T v_j|^2 of the j-th top eigenvector of P with the range of M*", "1"),
+    },
     "linear": {
         "test_loss": ("test error E(y - <w, x>)^2 = sum_k lambda_k (w_k - w*_k)^2 + sigma^2 (no 1/2, noise "
                       "included)", "1"),
@@ -69,8 +109,10 @@ FAMILY_VARIABLES: dict[str, dict[str, tuple[str, str]]] = {
     },
 }
 
-DIMS = ("time", "seed", "k", "k_", "m", "m_", "time_", "d", "quantile")
-DIMS += ("mode",)
+DIMS = ("time", "seed", "k", "k_", "m", "m_", "time_", "d", "quantile", "i", "grid_time", "grid_time_")
+DIMS += ("lr", "width", "layer", "hidden", "input", "input_", "sample")  # deep_linear
+DIMS += ("rank_index", "signal_index", "spurious_index")  # matrix sensing
+DIMS += ("mode",)  # linear
 
 
 def variable_attrs(name: str, model: str | None = None) -> dict:
@@ -117,14 +159,23 @@ def make_dataset(data_vars: dict, coords: dict, attrs: dict, *, model: str) -> x
     data_vars : dict name -> (dims, array)
     coords : dict name -> array or (dims, array)
     attrs : dict
-        Converted with :func:`safe_attrs`; ``hidyn_version`` and ``model`` are added.
+        Converted with :func:`safe_attrs`; ``hidyn_version`` and ``model`` are added.  ``time_units``
+        (popped) becomes the ``units`` of the ``time`` and ``grid_time`` coordinates.
     model : str
         Family key, used for the per-family meaning of loss names.
     """
     ds = xr.Dataset({name: xr.Variable(dims, np.asarray(val), attrs=variable_attrs(name, model))
                      for name, (dims, val) in data_vars.items()}, coords=coords)
+    # the family's clock (spec.time_units); a hand-made dataset without one says so rather than claim
+    # the time is dimensionless
+    time_units = attrs.pop("time_units", None) or "unspecified (no time_units given)"
     if "time" in ds.coords:
-        ds["time"].attrs.update(long_name="time", units=attrs.pop("time_units", "1"))
+        ds["time"].attrs.update(long_name="time", units=time_units)
+    for name in ("grid_time", "grid_time_"):
+        if name in ds.coords:
+            ds[name].attrs.update(long_name="time on the solver's step grid", units=time_units)
+    if "i" in ds.coords:
+        ds["i"].attrs.update(long_name="input coordinate index", units=DIMENSIONLESS)
     if "seed" in ds.coords:
         ds["seed"].attrs.update(long_name="seed index")
     ds.attrs = safe_attrs({"hidyn_version": __version__, "model": model, **attrs})

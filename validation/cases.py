@@ -100,7 +100,11 @@ def run_case(case: Case, d: int, *, progress=False):
     params = dict(case.params)
     if case.extra.get("batch_over_d"):
         params["batch_size"] = int(case.extra["batch_over_d"] * d)
-    sim = hidyn.simulate(case.model, d=d, seeds=case.seeds, progress=progress, **params)
+    if case.extra.get("dim_param"):      # the size sent to infinity has another name (deep_linear: width)
+        params[case.extra["dim_param"]] = d
+        sim = hidyn.simulate(case.model, seeds=case.seeds, progress=progress, **params)
+    else:
+        sim = hidyn.simulate(case.model, d=d, seeds=case.seeds, progress=progress, **params)
     return hidyn.compare(sim, variables=list(case.variables) if case.variables else None,
                          tolerance=case.tolerance, method=case.theory_method)
 
@@ -126,8 +130,9 @@ def run_validation(*, quick: bool = False, family: str | None = None, cases=None
         raise ValueError(f"no validation case for family={family!r}; families: "
                          f"{', '.join(sorted({c.model for c in CASES.values()}))}")
     print(f"{'case':<44}{'theory':>12}{'backend':>9}{'d':>7}{'seeds':>6}{'max|z|':>9}{'max|res|':>11}"
-          f"{'s':>7}  pass", file=out)
+          f"{'s':>7}  pass", file=out, flush=True)
     rows = []
+    wall0, cpu0 = time.perf_counter(), time.process_time()
     for case in cases:
         for d in (case.dims[:1] if quick else case.dims):
             start = time.perf_counter()
@@ -149,13 +154,15 @@ def run_validation(*, quick: bool = False, family: str | None = None, cases=None
             print(f"{row['case']:<44}{row['theory']:>12}{row['backend']:>9}{d:>7}{row['seeds']:>6}"
                   f"{row['max_abs_z']:>9.2f}{row['max_abs_residual']:>11.2e}{row['seconds']:>7.1f}  "
                   f"{'yes' if row['passed'] else 'NO'}" + (f"  ({row['error']})" if "error" in row else ""),
-                  file=out)
+                  file=out, flush=True)      # each row as it finishes: a pipe would hold them to the end
     n_ok = sum(r["passed"] for r in rows)
-    print(f"{n_ok} passed, {len(rows) - n_ok} failed", file=out)
+    # CPU seconds beside wall time: on a shared or busy machine only the former says what a run costs
+    print(f"{n_ok} passed, {len(rows) - n_ok} failed in {time.perf_counter() - wall0:.0f} s "
+          f"({time.process_time() - cpu0:.0f} CPU-s)", file=out, flush=True)
     return rows
 
 
-# --- DLN in the proportional regime: DMFT vs finite-d GD (dln.md §5; issue 5) -----------------------
+# --- DLN in the proportional regime: DMFT vs finite-d GD (docs/theory/dln.md §5; issue 5) -----------------------
 _DMFT_WHY = ("DMFT (K = 16 000 samples, replica error bars combined with the MC SEM) vs finite-d GD: "
              "the family default z = 4, rtol 0.5·d^(-1/2) (hidyn.families.dln.default_tolerance).")
 _register(Case(
@@ -178,7 +185,7 @@ _register(Case(
 ))
 
 
-# --- teacher–student online SGD vs the Saad–Solla / Goldt et al. ODE (teacher_student.md; issue 3) ---
+# --- teacher–student online SGD vs the Saad–Solla / Goldt et al. ODE (docs/theory/teacher_student.md; issue 3) ---
 _TS_WHY = ("seed mean of 16 runs vs the mean of per-seed ODEs from each run's own t = 0 overlaps; "
            "z = 3 plus c·d^(-1/2) per variable, c = one single-run fluctuation amplitude "
            "(hidyn.families.two_layer.default_tolerance).")
@@ -208,7 +215,7 @@ _register(Case(
     dims=(250, 1000), seeds=16, why="(d) ReLU (closed-form I2, J2, I3; Plackett-identity I4). " + _TS_WHY,
 ))
 
-# --- spiked-covariance single-index online SGD vs the (m, s, q) ODE (single_index.md; issue 4) ---
+# --- spiked-covariance single-index online SGD vs the (m, s, q) ODE (docs/theory/single_index.md; issue 4) ---
 # Full d-dimensional SGD (numpy backend), seed mean of 16 runs started at m0 exactly, against the ODE
 # from the same start.  Default tolerance hidyn.families.single_index.default_tolerance:
 # 4·SEM + (0.5 + 1.5·|theory|)/√d, the finite-size term calibrated on exactly these cases with the exact
@@ -324,3 +331,75 @@ for _ratio in (0.5, 1.0, 2.0):
         dims=(100, 400), seeds=8,
         why=f"n/d = {_ratio:g}, σ = 0.5, η = 0.2, t ≤ 50 (the overtraining rise at n = d is inside). " + _LIN_GD_WHY,
     ))
+
+# --- deep linear networks: finite width against the infinite-width theory (docs/theory/deep_linear.md) ---
+_DL_WHY = ("seed mean at width n against the n = ∞ limit, one batched run over the lr grid; "
+           "4·SEM + n^(-1/2) + 5 % of the value (hidyn.families.deep_linear.default_tolerance, measured "
+           "residuals in docs/theory/deep_linear.md §7).  alignment is left out: at t = 0 a μP run's "
+           "end-to-end map is its O(n^(-1/2)) random initial one, whose direction is O(1) random.")
+_DL_BASE = dict(d_in=8, n_samples=32, noise=0.1, t_max=10, n_times=11, spacing="linear", backend="numpy")
+_register(Case(
+    name="deep_linear_mup_depth1",
+    model="deep_linear",
+    params=dict(depth=1, parametrization="mup", lr=[0.1, 0.5, 1.0], **_DL_BASE),
+    dims=(256, 1024), seeds=8, variables=("train_loss", "test_loss", "weight_change"),
+    extra={"dim_param": "width"}, why=_DL_WHY,
+))
+_register(Case(
+    name="deep_linear_mup_depth3",
+    model="deep_linear",
+    params=dict(depth=3, parametrization="mup", lr=[0.2, 0.6], **_DL_BASE),
+    dims=(512,), seeds=8, variables=("train_loss", "test_loss", "weight_change"),
+    extra={"dim_param": "width"}, why=_DL_WHY,
+))
+_register(Case(
+    name="deep_linear_ntp_kernel",
+    model="deep_linear",
+    params=dict(depth=2, parametrization="ntp", lr=[0.1, 0.5], **_DL_BASE),
+    dims=(512,), seeds=16, variables=("train_loss", "test_loss"),
+    extra={"dim_param": "width"},
+    why="NTP: the loss averaged over the Gaussian initial function (eq. 3.5); its O(1) seed spread is in "
+        "the SEM; 16 seeds.  " + _DL_WHY,
+))
+
+# --- low-rank matrix sensing vs the population gradient flow (docs/theory/matrix_sensing.md; issue 14) ---
+# Theory per instance: the closed form (symmetric) or the integrated factor flow (asymmetric) from exactly
+# the X₀ of each Monte-Carlo seed; seed means compared.  Default tolerance
+# hidyn.families.matrix_sensing.default_tolerance: GD is deterministic given its instance, so no SEM term
+# (z = 0): the measured O(η·log(1/α)) GD-vs-GF delay of the jumps, + 0.3·scale·(1 + log(1/α))/√ratio·n^(-1/2)
+# at finite m (calibrated in matrix_sensing.md §9).  Small η keeps the GD delay below the differences between
+# instances, so a theory on the wrong X0 fails (negative control in tests/agreement/test_matrix_sensing_flow.py).
+_MS_WHY = ("seed mean of GD runs vs the population gradient flow from the same X0; z = 0 (deterministic "
+           "given the instance) plus the measured O(eta·log(1/alpha)) jump delay of GD, plus c·n^(-1/2) at "
+           "finite m "
+           "(hidyn.families.matrix_sensing.default_tolerance).")
+_register(Case(
+    name="matrix_sensing_population_gd",
+    model="matrix_sensing",
+    params=dict(rank=2, init_scale=1e-2, lr=0.01, t_max=40.0, n_times=40),
+    dims=(16, 64), seeds=4,
+    why="rank 2 (sigma = 1, 1/2), k = r, alpha = 1e-2: the two-step staircase. " + _MS_WHY,
+))
+_register(Case(
+    name="matrix_sensing_finite_m_gd",
+    model="matrix_sensing",
+    params=dict(rank=2, ratio=4.0, noise=0.05, init_scale=1e-2, lr=0.02, t_max=25.0, n_times=25),
+    dims=(16,), seeds=4,
+    why="m = 4n^2 Gaussian measurements, label noise 0.05: the population flow is the leading order "
+        "(matrix_sensing.md §6). " + _MS_WHY,
+))
+_register(Case(
+    name="matrix_sensing_overparam_gd",
+    model="matrix_sensing",
+    params=dict(rank=2, student_rank=4, init_scale=0.1, lr=0.02, t_max=300.0, n_times=40),
+    dims=(16,), seeds=4,
+    why="k = 4 > r = 2: the slow 1/t^2 tail of the spurious directions (matrix_sensing.md §5). " + _MS_WHY,
+))
+_register(Case(
+    name="matrix_sensing_asymmetric_gd",
+    model="matrix_sensing",
+    params=dict(rank=2, student_rank=3, parametrization="asymmetric", init_scale=0.1, lr=0.02, t_max=30.0,
+                n_times=30),
+    dims=(12,), seeds=4,
+    why="asymmetric F G^T, k = 3 > r = 2, against the DOP853 factor flow (method 'ode'). " + _MS_WHY,
+))

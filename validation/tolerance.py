@@ -27,10 +27,14 @@ class Tolerance:
     z : float
         Number of standard errors allowed (3 ↔ a two-sided 0.3 % false-alarm rate per point for
         Gaussian errors).
-    c, p : float
-        Finite-size bias allowance c·d^(−p).
-    atol, rtol : float
-        Absolute and relative slack (e.g. for a time-discretisation error of the theory).
+    c : float
+        Finite-size bias allowance c·d^(−p): its amplitude.
+    p : float
+        Finite-size bias allowance c·d^(−p): its exponent in d.
+    atol : float
+        Absolute slack (e.g. for a time-discretisation error of the theory).
+    rtol : float
+        Relative slack, times |theory|.
     """
 
     z: float = 3.0

@@ -10,13 +10,18 @@ GD with a non-isotropic spectrum (deterministic equivalent) and multi-pass SGD h
 """
 from __future__ import annotations
 
-import math
 import warnings
 
 import numpy as np
 
-from hidyn.models.linear import LinearSpec, eigenvalues, lr_values, sgd_kernel_mass, sgd_stability_bound, \
-    teacher_coefficients
+from hidyn.models.linear import (
+    LinearSpec,
+    eigenvalues,
+    lr_values,
+    sgd_kernel_mass,
+    sgd_stability_bound,
+    teacher_coefficients,
+)
 
 THEORY_NEEDS_INIT = False
 

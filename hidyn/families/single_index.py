@@ -1,4 +1,4 @@
-"""Single-index glue: the (m, s, q) ODE of single_index.md §2 as the theory of :class:`SingleIndexSpec`.
+"""Single-index glue: the (m, s, q) ODE of docs/theory/single_index.md §2 as the theory of :class:`SingleIndexSpec`.
 
 ``hidyn.compare(sim)`` starts the ODE from the simulation's seed-mean t = 0 overlaps
 (``THEORY_NEEDS_INIT``): with ``m0=None`` each finite-d run starts from its own random overlap, and the

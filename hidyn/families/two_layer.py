@@ -1,7 +1,7 @@
 """Teacher–student glue: the order-parameter ODE as the theory of :class:`TwoLayerSpec`.
 
 The ODE must start from the same initial overlaps as the simulation it is compared with
-(teacher_student.md §11, pitfall 7: a random start at finite d breaks the student symmetry by
+(docs/theory/teacher_student.md §11, pitfall 7: a random start at finite d breaks the student symmetry by
 O(d^(−1/2)), and the plateau length depends on the log of that asymmetry).  ``hidyn.compare(sim)``
 therefore seeds the theory from the simulation's own t = 0 overlaps.
 """
@@ -42,17 +42,39 @@ def initial_overlaps(spec: TwoLayerSpec, init=None, *, per_seed: bool = False):
 EXACT_AVERAGES = ("erf", "linear")
 
 
-def ode(spec: TwoLayerSpec, times, *, init=None, per_seed: bool = True, method: str = "DOP853",
-        rtol: float | None = None, atol: float | None = None):
-    """Integrate the Saad–Solla / Goldt et al. ODEs (teacher_student.md §3) at ``times``.
+ENGINES = ("scipy", "jax")
 
-    Default tolerances: rtol 1e-10, atol 1e-12 (teacher_student.md §7: the plateau exit amplifies
+
+def ode(spec: TwoLayerSpec, times, *, init=None, per_seed: bool = True, method: str = "DOP853",
+        rtol: float | None = None, atol: float | None = None, engine: str = "scipy",
+        variables: str = "auto"):
+    """Integrate the Saad–Solla / Goldt et al. ODEs (docs/theory/teacher_student.md §3) at ``times``.
+
+    ``engine="scipy"`` (default) is :func:`hidyn.solvers.ode.two_layer.solve` (``solve_ivp`` with
+    ``method``; ``variables`` chooses Schur-complement or overlap state variables); ``engine="jax"`` is
+    :mod:`hidyn.solvers.ode.two_layer_jax` (diffrax Dopri8, erf only, float64, on JAX's default device;
+    per-seed initial conditions run as one vmapped solve).  Both agree to ~1e-10 at the default
+    tolerances.
+
+    Default tolerances: rtol 1e-10, atol 1e-12 (docs/theory/teacher_student.md §7: the plateau exit amplifies
     small errors) when the averages are closed-form; rtol 1e-8, atol 1e-10 otherwise, because then the
     right-hand side is itself a quadrature accurate to ~1e-9 (ReLU's Plackett integral, Gauss–Hermite),
     and a tighter step control only chases quadrature noise (ReLU: 9 251 right-hand-side calls at
     rtol 1e-10 against 398 at 1e-8, final ε_g equal to 7e-10).
     """
-    from hidyn.solvers.ode.two_layer import solve
+    if engine not in ENGINES:
+        raise ValueError(f"engine={engine!r} is invalid: must be one of {ENGINES}")
+    if engine == "jax":
+        if method != "DOP853" or variables != "auto":
+            raise ValueError(f"engine='jax' integrates Schur variables with diffrax.Dopri8: method={method!r} "
+                             f"and variables={variables!r} are options of engine='scipy'")
+        from hidyn.solvers.ode import two_layer_jax as tl_jax
+
+        solve, solve_batch = tl_jax.solve, tl_jax.solve_batch
+    else:
+        from hidyn.solvers.ode.two_layer import solve
+
+        solve_batch = None
 
     exact = isinstance(spec.activation, str) and spec.activation in EXACT_AVERAGES
     rtol = rtol if rtol is not None else (1e-10 if exact else 1e-8)
@@ -60,14 +82,27 @@ def ode(spec: TwoLayerSpec, times, *, init=None, per_seed: bool = True, method: 
 
     Q0, R0, v0, source = initial_overlaps(spec, init, per_seed=per_seed)
     kw = dict(lr=spec.lr, lr_second=spec.lr_second, train_second_layer=spec.train_second_layer,
-              noise=spec.noise, batch_size=spec.batch_size, method=method, rtol=rtol, atol=atol)
+              noise=spec.noise, batch_size=spec.batch_size, rtol=rtol, atol=atol)
+    if engine == "scipy":
+        kw.update(method=method, variables=variables)
     T, A = np.asarray(spec.T), np.asarray(spec.A)
-    if per_seed and init is not None:
+    if per_seed and init is not None and solve_batch is not None:
+        sol = solve_batch(Q0, R0, T, v0, A, spec.act, times, **kw)    # one vmapped solve over the seeds
+        stack = {k: sol[k] for k in ("test_loss", "train_loss", "Q", "R", "v")}
+        lead = ("seed",)
+        info = dict(sol["info"])
+        info["diverged_at"] = float(np.max(info["diverged_at"]))
+        coords = {"seed": init["seed"].values}
+    elif per_seed and init is not None:
         sols = [solve(Q0[i], R0[i], T, v0[i], A, spec.act, times, **kw) for i in range(Q0.shape[0])]
         stack = {k: np.stack([s[k] for s in sols]) for k in ("test_loss", "train_loss", "Q", "R", "v")}
         lead = ("seed",)
         info = sols[0]["info"]
         info["diverged_at"] = float(max(s["info"].get("diverged_at", -1.0) for s in sols))
+        for key in ("psd_clipped", "test_loss_clipped"):
+            info[key] = int(sum(s["info"][key] for s in sols))
+        for key in ("psd_min_eigenvalue", "test_loss_min_raw"):
+            info[key] = float(min(s["info"][key] for s in sols))
         coords = {"seed": init["seed"].values}
     else:
         sol = solve(Q0, R0, T, v0, A, spec.act, times, **kw)
@@ -83,6 +118,7 @@ def ode(spec: TwoLayerSpec, times, *, init=None, per_seed: bool = True, method: 
         "v": (lead + ("time", "k"), stack["v"]),
     }
     attrs = {f"ode_{k}": v for k, v in info.items()}
+    attrs["ode_engine"] = engine
     attrs["init_source"] = source
     if coords:
         attrs["coords"] = coords

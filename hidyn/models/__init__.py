@@ -6,13 +6,17 @@ families.  A family registers its spec class with :func:`register`.
 from __future__ import annotations
 
 from hidyn.models._base import ModelSpec
+from hidyn.models.deep_linear import DeepLinearSpec
 from hidyn.models.dln import DLNSpec
-from hidyn.models.two_layer import TwoLayerSpec
-from hidyn.models.single_index import SingleIndexSpec
 from hidyn.models.linear import LinearSpec
+from hidyn.models.matrix_sensing import MatrixSensingSpec
+from hidyn.models.single_index import SingleIndexSpec
+from hidyn.models.two_layer import TwoLayerSpec
 
 __all__ = ["ModelSpec", "DLNSpec", "TwoLayerSpec", "get", "register", "available", "spec_class"]
 __all__ += ["SingleIndexSpec"]
+__all__ += ["DeepLinearSpec"]
+__all__ += ["MatrixSensingSpec"]
 __all__ += ["LinearSpec"]
 
 _REGISTRY: dict[str, type[ModelSpec]] = {}
@@ -60,4 +64,6 @@ def get(model, **params) -> ModelSpec:
 register(DLNSpec)
 register(TwoLayerSpec)
 register(SingleIndexSpec)
+register(DeepLinearSpec)
+register(MatrixSensingSpec)
 register(LinearSpec)

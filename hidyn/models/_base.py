@@ -109,7 +109,7 @@ class ModelSpec:
     def field_names(cls) -> tuple[str, ...]:
         return tuple(f.name for f in dataclasses.fields(cls))
 
-    def replace(self, **changes) -> "ModelSpec":
+    def replace(self, **changes) -> ModelSpec:
         """Return a copy with ``changes`` applied (and validated)."""
         unknown = set(changes) - set(self.field_names())
         if unknown:

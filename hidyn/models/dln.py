@@ -1,4 +1,4 @@
-"""Diagonal linear network spec (theory note dln.md §2)."""
+"""Diagonal linear network spec (theory note docs/theory/dln.md §2)."""
 from __future__ import annotations
 
 import dataclasses
@@ -18,7 +18,7 @@ ALGORITHMS = ("gf", "gd", "sgd")
 class DLNSpec(ModelSpec):
     """Diagonal linear network β = u⊙v (or w+² − w−²) on Gaussian linear regression.
 
-    Conventions are those of dln.md §2: X_{μi} iid N(0, 1/d), n = ratio·d rows, y = Xβ* + σξ,
+    Conventions are those of docs/theory/dln.md §2: X_{μi} iid N(0, 1/d), n = ratio·d rows, y = Xβ* + σξ,
     loss L = (1/(2δ))‖y − Xβ‖², time t = η·k for GD/SGD (the uv gradient-flow clock; the pm
     parametrisation runs on its own clock, twice as fast, and is not converted).
 
@@ -39,7 +39,7 @@ class DLNSpec(ModelSpec):
     init_scale : float
         α > 0, the initialisation scale.
     init : {"pesme", "pm", "balanced"}
-        Initialisation of dln.md §2.2 (same β₀ and Δ in both parametrisations).
+        Initialisation of docs/theory/dln.md §2.2 (same β₀ and Δ in both parametrisations).
     parametrization : {"uv", "pm"}
         β = u⊙v or β = w+² − w−².
     algorithm : {"gf", "gd", "sgd"}
@@ -53,7 +53,6 @@ class DLNSpec(ModelSpec):
 
     model: ClassVar[str] = "dln"
     default_t_max: ClassVar[float] = 20.0
-    time_units: ClassVar[str] = "eta * steps (uv gradient-flow time)"
     backends: ClassVar[dict[str, str]] = {"numpy": "hidyn.solvers.mc.dln_numpy:DLNNumpyBackend",
                                           "numba": "hidyn.solvers.mc.numba_backend:DLNNumbaBackend",
                                           "jax": "hidyn.solvers.mc.jax_backend:DLNJaxBackend"}
@@ -107,13 +106,20 @@ class DLNSpec(ModelSpec):
         return self.n
 
     @property
+    def time_units(self) -> str:
+        """The clock of ``time``: η·k for GD/SGD (k steps of size η = ``lr``), gradient-flow time for
+        ``gf``; the pm parametrisation's time is not rescaled to the uv clock (docs/theory/dln.md §2)."""
+        clock = "gradient-flow time" if self.algorithm == "gf" else f"lr * steps ({self.algorithm.upper()})"
+        return clock + (", pm clock (runs 2x the uv clock)" if self.parametrization == "pm" else "")
+
+    @property
     def clock(self) -> float:
         """Factor c with p(t) = p₀e^{2c·s(t)}: 1 for uv, 2 for pm (the pm clock runs twice as fast)."""
         return 1.0 if self.parametrization == "uv" else 2.0
 
 
 def initial_pq(spec: DLNSpec) -> tuple[float, float]:
-    """Initial p₀ = w+(0)², q₀ = w−(0)² with β₀ = p₀ − q₀ (dln.md §2.2, §3).
+    """Initial p₀ = w+(0)², q₀ = w−(0)² with β₀ = p₀ − q₀ (docs/theory/dln.md §2.2, §3).
 
     In the uv parametrisation w± = (u ± v)/2; the named inits give the same (p₀, q₀) in both
     parametrisations: pesme p₀ = q₀ = α²/2 (Δ = 2α²), pm p₀ = q₀ = α² (Δ = 4α²),

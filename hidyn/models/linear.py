@@ -120,9 +120,9 @@ class LinearSpec(ModelSpec):
     Notes
     -----
     Time is the number of steps k for ``sgd`` and ``multipass_sgd`` (``samples_seen`` = k·B is also
-    recorded) and t = η·k for ``gd`` (``samples_seen`` = k·n, the rows read).  A constant η (or a schedule's largest value) above the online-SGD
-    stability bound (linear.md §3) or the GD bound 2/λ_max(Σ̂) (isotropic Σ) raises a RuntimeWarning
-    naming the bound.
+    recorded) and t = η·k for ``gd`` (``samples_seen`` = k·n, the rows read).  A constant η (or a
+    schedule's largest value) above the online-SGD stability bound (linear.md §3) or the GD bound
+    2/λ_max(Σ̂) (isotropic Σ) raises a RuntimeWarning naming the bound.
     """
 
     model: ClassVar[str] = "linear"

@@ -1,4 +1,4 @@
-"""Spiked-covariance single-index model spec (theory note single_index.md §1).
+"""Spiked-covariance single-index model spec (theory note docs/theory/single_index.md §1).
 
 One frozen :class:`SingleIndexSpec` describes online SGD on a single-index target under a spiked input
 covariance; it is consumed by the d → ∞ ODE (``hidyn.theory``, note §2) and by the finite-d Monte-Carlo
@@ -113,7 +113,7 @@ def _constraint_q(geometry: str, kappa: float, s: float):
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class SingleIndexSpec(ModelSpec):
-    """Online SGD on a single-index target with spiked input covariance (single_index.md §1).
+    """Online SGD on a single-index target with spiked input covariance (docs/theory/single_index.md §1).
 
     Conventions (note §1; adopted unchanged): x ~ N(0, Σ), Σ = I_d + κuuᵀ, ‖u‖ = ‖θ*‖ = 1,
     c = ⟨u, θ*⟩ = cos φ; target y = g(τ⟨θ*, x⟩) + noise·ξ; student σ(⟨w, x⟩); one step

@@ -1,4 +1,4 @@
-"""Teacher–student two-layer network (soft committee machine) spec, teacher_student.md §1."""
+"""Teacher–student two-layer network (soft committee machine) spec, docs/theory/teacher_student.md §1."""
 from __future__ import annotations
 
 import dataclasses
@@ -41,7 +41,7 @@ def check_overlaps(Q, R, T, *, K: int, M: int, parameter: str = "init") -> None:
 class TwoLayerSpec(ModelSpec):
     """Soft committee machine learning a teacher of the same architecture by online SGD.
 
-    Conventions (teacher_student.md §1): x ~ N(0, I_d) fresh every step; teacher
+    Conventions (docs/theory/teacher_student.md §1): x ~ N(0, I_d) fresh every step; teacher
     y = Σ_n A_n g(B_n·x/√d) + σζ; student ŷ = Σ_k v_k g(W_k·x/√d); per-sample loss ½(y − ŷ)²;
     W_k ← W_k + (η/√d)·v_k g'(λ_k)Δ·x, v_k ← v_k + (η_v/d)·g(λ_k)Δ; time t = steps/d.
 

@@ -1,4 +1,4 @@
-"""Exact gradient-flow solution of the DLN on a whitened / population loss (dln.md §3).
+"""Exact gradient-flow solution of the DLN on a whitened / population loss (docs/theory/dln.md §3).
 
 With XᵀX = δI (or the population loss E[xxᵀ] = I) the loss separates, L = ½‖β − b‖² + const, and each
 coordinate follows its own flow with g = β − b.  In the variables p = w+², q = w−² (β = p − q;
@@ -26,7 +26,7 @@ from scipy import integrate, optimize, special
 
 __all__ = ["beta_flow", "prior_components", "curves"]
 
-SUPPORT_THRESHOLD = 0.5  # |β_i| > 0.5 counts as "in the support" (dln.md §2.2)
+SUPPORT_THRESHOLD = 0.5  # |β_i| > 0.5 counts as "in the support" (docs/theory/dln.md §2.2)
 
 
 def beta_flow(t, b, p0: float, q0: float, clock: float = 1.0):
@@ -150,7 +150,7 @@ def _prob_abs_above(times, comp, p0, q0, clock, thr=SUPPORT_THRESHOLD):
 
 def curves(times, *, sparsity: float, teacher: str, noise: float, p0: float, q0: float,
            clock: float = 1.0, ratio: float | None = None, rtol: float = 1e-10) -> dict:
-    """d → ∞ averages of the DLN observables under exact gradient flow (dln.md §2.2, §3).
+    """d → ∞ averages of the DLN observables under exact gradient flow (docs/theory/dln.md §2.2, §3).
 
     Parameters
     ----------

@@ -1,6 +1,6 @@
-"""Long-time and α → 0 limits of diagonal-linear-network gradient flow (dln.md §4).
+"""Long-time and α → 0 limits of diagonal-linear-network gradient flow (docs/theory/dln.md §4).
 
-Conventions are those of dln.md §2: X_{μi} ~ N(0, 1/d), δ = n/d, L(β) = ‖y − Xβ‖²/(2δ), gradient
+Conventions are those of docs/theory/dln.md §2: X_{μi} ~ N(0, 1/d), δ = n/d, L(β) = ‖y − Xβ‖²/(2δ), gradient
 g = Xᵀ(Xβ − y)/δ, E_tr = ‖y − Xβ‖²/n and E_te = ‖β − β*‖²/d + σ² (no ½, σ² included).
 
 Mirror coordinates
@@ -28,7 +28,7 @@ solved by damped Newton (:func:`implicit_bias_interpolator`).
 
 Proportional limit (δ < 1)
 --------------------------
-For a separable potential ψ and X_{μi} ~ N(0, 1/d) the interpolator is described (dln.md §4) by
+For a separable potential ψ and X_{μi} ~ N(0, 1/d) the interpolator is described (docs/theory/dln.md §4) by
 b̂ = prox_{θψ}(β* + τZ), τ² = (σ² + E(b̂ − β*)²)/δ, E[∂_x prox] = δ.  For the DLN potential the proximal
 map is explicit in z: b̂ = B(z) with B(z) + θz = x, and ∂_x b̂ = B'(z)/(B'(z) + θ).  For δ > 1 gradient
 flow converges to OLS, β̂ = β* + N(0, σ²/(δ − 1)) per coordinate (E(XᵀX)⁻¹ = d/(n − d − 1)·I), so the
@@ -68,10 +68,10 @@ __all__ = [
     "SUPPORT_THRESHOLD",
 ]
 
-SUPPORT_THRESHOLD = 0.5  # |β_i| > 0.5 counts as "in the support" (dln.md §2.2)
+SUPPORT_THRESHOLD = 0.5  # |β_i| > 0.5 counts as "in the support" (docs/theory/dln.md §2.2)
 POTENTIALS = ("dln", "ridge", "l1")
 TEACHERS = ("rademacher", "gauss")
-_EXP_CLIP = 700.0  # e^{700} ≈ 1e304: largest exponent kept finite (dln.md §10 pitfall 1)
+_EXP_CLIP = 700.0  # e^{700} ≈ 1e304: largest exponent kept finite (docs/theory/dln.md §10 pitfall 1)
 _Z_MAX = 10.0  # quadrature range of the standard normal Z (tail mass 1.5e-23)
 _Z_STEP = 10.0  # largest change of the mirror coordinate z per Newton step (line-search start)
 _GL_X, _GL_W = np.polynomial.legendre.leggauss(10)
@@ -176,7 +176,7 @@ def _check_design(X, y):
 # ----------------------------------------------------------------------------------------------------
 def implicit_bias_interpolator(X, y, *, p0, q0, beta0=None, tol: float = 1e-12,
                                max_iter: int = 200) -> dict:
-    """Limit t → ∞ of DLN gradient flow on L = ‖y − Xβ‖²/(2δ) when it interpolates (δ ≤ 1, dln.md §4).
+    """Limit t → ∞ of DLN gradient flow on L = ‖y − Xβ‖²/(2δ) when it interpolates (δ ≤ 1, docs/theory/dln.md §4).
 
     Solves  β_∞ = argmin_{Xβ=y} Σ_i φ_{Δ_i}(β_i) − φ'_{Δ_i}(β_{0,i})·β_i  through its dual: with
     z = Xᵀλ, β(λ) = p₀e^{2z} − q₀e^{−2z} (= (|Δ|/2)·sinh(2z + 2φ'_Δ(β₀)) when Δ ≠ 0) and λ ∈ ℝⁿ maximises
@@ -446,7 +446,7 @@ def _expectations(prox, theta, tau, sparsity, teacher):
 def fixed_point(*, ratio: float, sparsity: float, teacher: str = "rademacher", noise: float = 0.0,
                 p0: float | None = None, q0: float | None = None, potential: str = "dln",
                 tol: float = 1e-12) -> dict:
-    """d → ∞ limit of the DLN gradient-flow solution at t = ∞ (dln.md §4), exact in the teacher prior.
+    """d → ∞ limit of the DLN gradient-flow solution at t = ∞ (docs/theory/dln.md §4), exact in the teacher prior.
 
     For δ < 1 the flow converges to the interpolator of :func:`implicit_bias_interpolator`, described in
     the proportional limit by b̂ = prox_{θψ}(β* + τZ) (Z ~ N(0, 1)) with
@@ -586,7 +586,7 @@ def _ols_limit(ratio, sparsity, teacher, noise, star2):
 # 3. saddle-to-saddle jump process (α → 0)
 # ----------------------------------------------------------------------------------------------------
 def saddle_to_saddle(X, y, *, max_jumps: int | None = None, tol: float = 1e-12, nonneg: bool = False) -> dict:
-    """α → 0 limit of uv gradient flow from the `pesme` init, in rescaled time τ = t/log(1/α) (dln.md §4).
+    """α → 0 limit of uv gradient flow from the `pesme` init, in rescaled time τ = t/log(1/α) (docs/theory/dln.md §4).
 
     The limit β(τ) is piecewise constant.  With s(τ) = −∫₀^τ g (g = Xᵀ(Xβ − y)/δ, δ = n/d), s ∈ [−1, 1]^d:
     each coordinate's s_i moves at speed −g_i until the next one reaches ±1 (the jump time); then
@@ -595,7 +595,7 @@ def saddle_to_saddle(X, y, *, max_jumps: int | None = None, tol: float = 1e-12, 
     boundary (and the support).  The process stops when g = 0: at the min-ℓ1 interpolator for n < d,
     at the least-squares solution for n ≥ d (full column rank).
 
-    ``nonneg=True`` is the limit from the `balanced` init (Δ = 0, β₀ = α² > 0: signs frozen, dln.md §10
+    ``nonneg=True`` is the limit from the `balanced` init (Δ = 0, β₀ = α² > 0: signs frozen, docs/theory/dln.md §10
     pitfall 3).  Then β = α²e^{2z} with ż = −g, so in S = z/log(1/α) a coordinate activates only when
     S_i reaches +1 (there is no lower boundary: S_i may decrease without bound while β_i stays ~0), the
     active set is {i: S_i = 1} with b_i ≥ 0 (plain NNLS), and the process ends at the minimum-Σβ
@@ -711,7 +711,7 @@ def tiny_alpha_gradient_flow(X, y, *, alpha: float, taus, rtol: float = 1e-10,
                              init: str = "pesme") -> np.ndarray:
     """Exact uv gradient flow from the `pesme` init (u₀ = √2α, v₀ = 0) at rescaled times τ = t/log(1/α).
 
-    In the variable S = −(1/log(1/α))∫₀ᵗ g (dln.md §4) the flow is dS/dτ = −g(β), with
+    In the variable S = −(1/log(1/α))∫₀ᵗ g (docs/theory/dln.md §4) the flow is dS/dτ = −g(β), with
     β = α²·sinh(2 log(1/α)·S) = ½·sign(S)·e^{2ℓ(|S|−1)}·(1 − e^{−4ℓ|S|}), ℓ = log(1/α): S is O(1) for
     every α, so α = 1e-30 or 1e-300 is as cheap as α = 0.1 (no underflow of α²).  Integrated by the
     implicit Radau method with the exact Jacobian (the flow is stiff, with rates ∝ log(1/α), once

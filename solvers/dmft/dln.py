@@ -1,21 +1,21 @@
-"""DMFT effective process of diagonal linear networks trained by gradient descent (dln.md §5).
+"""DMFT effective process of diagonal linear networks trained by gradient descent (docs/theory/dln.md §5).
 
 In the proportional limit n, d → ∞ with δ = n/d fixed, GD on a DLN (β = u ⊙ v or β = w+² − w−²) with a
 Gaussian design reduces to a single-coordinate process driven by a Gaussian field and a memory term,
 
-    g^k = ζ^k + Σ_{l≤k} M[k, l] Δβ^l,      ζ ~ GP(0, C_r/δ),        (dln.md §5.1, d-side)
+    g^k = ζ^k + Σ_{l≤k} M[k, l] Δβ^l,      ζ ~ GP(0, C_r/δ),        (docs/theory/dln.md §5.1, d-side)
     M = (I + R_β/δ)^{-1},  C_r = M (C_Δ + σ² 11ᵀ) Mᵀ,                  (n-side)
     C_Δ[k, l] = E Δβ^k Δβ^l,  R_β[k, j] = E ∂β^k/∂h^j,                  (closure)
 
 with Δβ = β − β*.  :func:`solve` integrates it in ONE causal forward pass over the GD steps
-(dln.md §5.2): at step k, the K single-site samples give row k of C_Δ and (through per-sample
+(docs/theory/dln.md §5.2): at step k, the K single-site samples give row k of C_Δ and (through per-sample
 forward-mode tangents that include the memory term) row k of R_β; the n-side algebra then gives row k
 of M and C_r, an incremental Cholesky turns fixed white noise into ζ^k, and every sample takes its GD
 step.  No fixed-point iteration is needed.  Monte-Carlo error bars come either from a second pass of
 independent smaller closures (default; includes the error fed back through the estimated kernels)
 or from a jackknife over sample batches of the main closure (free, conditional on the kernels).
 
-Conventions are those of dln.md §2: X_{μi} ~ N(0, 1/d), loss L = ‖y − Xβ‖²/(2δ), time t = η k
+Conventions are those of docs/theory/dln.md §2: X_{μi} ~ N(0, 1/d), loss L = ‖y − Xβ‖²/(2δ), time t = η k
 (pm parametrisation: pm clock, twice as fast as uv, not converted), `train_loss` E_tr = C_r[k, k] and
 `test_loss` E_te = C_Δ[k, k] + σ², both without ½ and with the label noise σ² included.
 
@@ -66,7 +66,7 @@ INITS = ("pesme", "pm", "balanced")
 PARAMETRIZATIONS = ("uv", "pm")
 TANGENT_DTYPES = ("float32", "float64")
 ERROR_METHODS = ("replicas", "jackknife")
-#: Absolute threshold on |β| used by `tpr` and `fpr` (dln.md §2.2).
+#: Absolute threshold on |β| used by `tpr` and `fpr` (docs/theory/dln.md §2.2).
 SUPPORT_THRESHOLD = 0.5
 _BLOCK = 16  # rows per block of the tangent history (grid.CausalTangentHistory)
 
@@ -77,7 +77,7 @@ _SCALARS = ("train_loss", "test_loss", "overlap", "norm1", "norm2", "tpr", "fpr"
 # model pieces
 # ----------------------------------------------------------------------------------------------------
 def initial_state(init: str, parametrization: str, init_scale: float) -> tuple[float, float]:
-    """Initial weights (same for every coordinate) of dln.md §2.2.
+    """Initial weights (same for every coordinate) of docs/theory/dln.md §2.2.
 
     Parameters
     ----------
@@ -96,7 +96,7 @@ def initial_state(init: str, parametrization: str, init_scale: float) -> tuple[f
     uv = {"pesme": (math.sqrt(2.0) * a, 0.0), "pm": (2.0 * a, 0.0), "balanced": (a, a)}[init]
     if parametrization == "uv":
         return uv
-    u, v = uv  # u = w+ + w−, v = w+ − w− (dln.md §2.2)
+    u, v = uv  # u = w+ + w−, v = w+ − w− (docs/theory/dln.md §2.2)
     return 0.5 * (u + v), 0.5 * (u - v)
 
 
@@ -106,7 +106,7 @@ def _beta_of(a, b, parametrization):
 
 def sample_teacher(rng: np.random.Generator, teacher: str, sparsity: float, n_batches: int,
                    batch_size: int) -> np.ndarray:
-    """Teacher coordinates β* for the DMFT samples, stratified per batch (dln.md §2.1).
+    """Teacher coordinates β* for the DMFT samples, stratified per batch (docs/theory/dln.md §2.1).
 
     Each batch holds exactly ⌊ρ K_b⌋ or ⌈ρ K_b⌉ non-zeros (randomised rounding keeps the expected
     fraction exactly ρ), mirroring the exact-ρ finite-d teacher, which removes the binomial noise of
@@ -144,7 +144,7 @@ def sample_teacher(rng: np.random.Generator, teacher: str, sparsity: float, n_ba
 
 
 def gd_stability_bound(ratio: float, beta_max: float, Delta: float, parametrization: str = "uv") -> float:
-    """Largest stable GD step of dln.md §3 / §10 pitfall 4.
+    """Largest stable GD step of docs/theory/dln.md §3 / §10 pitfall 4.
 
     η_max = 2 / (c · √(Δ² + 4 β_max²) · (1 + δ^{-1/2})²), with c = 1 for "uv" and c = 2 for "pm"
     (the pm step 2η moves β at twice the uv rate).  √(Δ² + 4β²) = u² + v² is the curvature factor of
@@ -174,7 +174,7 @@ def gd_stability_bound(ratio: float, beta_max: float, Delta: float, parametrizat
 # single-site process
 # ----------------------------------------------------------------------------------------------------
 class SingleSiteEnsemble:
-    """K single-coordinate GD trajectories with forward-mode response tangents (dln.md §5.1–5.2).
+    """K single-coordinate GD trajectories with forward-mode response tangents (docs/theory/dln.md §5.1–5.2).
 
     State (a, b) is (u, v) for ``"uv"`` and (w+, w−) for ``"pm"``.  The force h enters as
     g → g − h.  For every earlier kick time j the ensemble carries the tangents ∂(a, b)^k/∂h^j and
@@ -280,7 +280,7 @@ class SingleSiteEnsemble:
         g32, a32, b32 = g.astype(td), a.astype(td), b.astype(td)
         if k > 0:
             dA, dB = self.dA[:k], self.dB[:k]
-            # Memory term of the tangent (dln.md §5.2 step 2): δg^k_j = Σ_{l=j+1}^{k} M[k,l] δβ^l_j.
+            # Memory term of the tangent (docs/theory/dln.md §5.2 step 2): δg^k_j = Σ_{l=j+1}^{k} M[k,l] δβ^l_j.
             dG = self._dG[:k]
             for gi, hist in enumerate(self.histories):
                 hist.contract(M_rows[gi], out=dG[:, self._group(gi)])
@@ -322,7 +322,7 @@ def single_site_trajectory(beta_star, a0: float, b0: float, zeta, M, lr: float,
                            parametrization: str = "uv", h=None) -> np.ndarray:
     """β paths of the single-site process for GIVEN field noise ζ and memory M (no closure).
 
-    Reference implementation of the d-side of dln.md §5.1, used to check the tangents by finite
+    Reference implementation of the d-side of docs/theory/dln.md §5.1, used to check the tangents by finite
     differences: g^k = ζ^k + Σ_{l≤k} M[k, l] (β^l − β*) − h^k.
 
     Parameters
@@ -361,7 +361,7 @@ def single_site_trajectory(beta_star, a0: float, b0: float, zeta, M, lr: float,
 # validation and memory
 # ----------------------------------------------------------------------------------------------------
 def estimate_memory(n_samples: int, n_steps: int, tangent_dtype: str = "float32", n_batches: int = 8) -> dict:
-    """Bytes :func:`solve` allocates (dln.md §10 pitfall 7: O(K T²) for the response tangents).
+    """Bytes :func:`solve` allocates (docs/theory/dln.md §10 pitfall 7: O(K T²) for the response tangents).
 
     Parameters
     ----------
@@ -458,7 +458,7 @@ def _check_memory(n_samples, n_steps, tangent_dtype, n_batches, memory_budget_gb
 # ----------------------------------------------------------------------------------------------------
 def _one_pass(beta_star, z, *, n_groups, n_batches, a0, b0, ratio, noise, lr, n_steps, parametrization,
               tangent_dtype, pivot_rtol, eta_max, progress, desc):
-    """One causal forward pass (dln.md §5.2) of ``n_groups`` independent closures.
+    """One causal forward pass (docs/theory/dln.md §5.2) of ``n_groups`` independent closures.
 
     The K samples are split into n_groups contiguous groups (one DMFT closure each: its own C_Δ, R_β,
     M, C_r and ζ) and into n_batches contiguous batches (n_batches a multiple of n_groups) over which
@@ -501,7 +501,7 @@ def _one_pass(beta_star, z, *, n_groups, n_batches, a0, b0, ratio, noise, lr, n_
         Cb[:, k, : k + 1] = cb
         Cb[:, : k + 1, k] = cb
         # step 2: per-sample tangents ∂β^k/∂h^j (their memory term was propagated in ens.step);
-        # R_β comes from the SAME samples as C_Δ (dln.md §10 pitfall 6)
+        # R_β comes from the SAME samples as C_Δ (docs/theory/dln.md §10 pitfall 6)
         tang = ens.record_tangents()  # (k, K)
         rb = tang.reshape(k, B, Kb).mean(axis=2, dtype=np.float64)  # (k, B)
         if not (np.all(np.isfinite(rb)) and np.all(np.isfinite(cb))):  # tangents overflow first
@@ -514,7 +514,7 @@ def _one_pass(beta_star, z, *, n_groups, n_batches, a0, b0, ratio, noise, lr, n_
             kerns[g].set_R_row(k, rb[:, bat[g]].mean(axis=1))
             # step 3: rows k of M = (I + R_β/δ)^{-1} and C_r = M (C_Δ + σ²) Mᵀ
             cr_rows.append(resid[g].update(k, kerns[g].C[k, : k + 1], kerns[g].R[k, :k]))
-        # separable observables of the single site (dln.md §2.2)
+        # separable observables of the single site (docs/theory/dln.md §2.2)
         bb = beta.reshape(B, Kb)
         sums["overlap"][:, k] = (bb * bs).sum(axis=1)
         sums["norm1"][:, k] = np.abs(bb).sum(axis=1)
@@ -600,7 +600,7 @@ def solve(*, ratio: float, sparsity: float, teacher: str = "rademacher", noise: 
           n_samples: int = 16000, seed=0, n_batches: int = 8, tangent_dtype: str = "float32",
           memory_budget_gb: float = 4.0, pivot_rtol: float = DEFAULT_PIVOT_RTOL,
           error_method: str = "replicas", progress: bool = False) -> dict:
-    """Solve the discrete-time DMFT of GD on a DLN in one causal forward pass (dln.md §5.2).
+    """Solve the discrete-time DMFT of GD on a DLN in one causal forward pass (docs/theory/dln.md §5.2).
 
     Parameters
     ----------
@@ -615,7 +615,7 @@ def solve(*, ratio: float, sparsity: float, teacher: str = "rademacher", noise: 
     init_scale : float
         α > 0.
     init : {"pesme", "pm", "balanced"}
-        Initialisation of dln.md §2.2.
+        Initialisation of docs/theory/dln.md §2.2.
     parametrization : {"uv", "pm"}
         β = u ⊙ v or β = w+² − w−² (pm clock: time runs twice as fast as uv, not converted).
     lr : float
@@ -624,7 +624,7 @@ def solve(*, ratio: float, sparsity: float, teacher: str = "rademacher", noise: 
     n_steps : int
         T >= 1.
     n_samples : int
-        K single-site samples of the main closure (shared by C_Δ and R_β, dln.md §10 pitfall 6); a
+        K single-site samples of the main closure (shared by C_Δ and R_β, docs/theory/dln.md §10 pitfall 6); a
         multiple of n_batches.
     seed : int or numpy.random.SeedSequence
         Seeds teacher samples and white noise.
@@ -635,7 +635,7 @@ def solve(*, ratio: float, sparsity: float, teacher: str = "rademacher", noise: 
     memory_budget_gb : float
         Refuse (ValueError) if :func:`estimate_memory` exceeds it.
     pivot_rtol : float
-        Relative pivot cutoff of the incremental Cholesky of C_r/δ (dln.md §10 pitfall 5).
+        Relative pivot cutoff of the incremental Cholesky of C_r/δ (docs/theory/dln.md §10 pitfall 5).
     error_method : {"replicas", "jackknife"}
         How the ``_sem`` outputs are estimated.  ``"replicas"`` (default) runs a second pass of
         n_batches *independent* closures of K/n_batches samples each and reports their standard
@@ -655,7 +655,7 @@ def solve(*, ratio: float, sparsity: float, teacher: str = "rademacher", noise: 
         ``train_loss`` (T+1,) E_tr = C_r[k, k];  ``test_loss`` (T+1,) E_te = C_Δ[k, k] + σ²;
         ``overlap``, ``norm1``, ``norm2`` (T+1,) E β*β, E|β|, E β²;
         ``tpr``, ``fpr`` (T+1,) P(|β| > 0.5 | β* ≠ 0), P(|β| > 0.5 | β* = 0) (NaN if undefined);
-        ``C_delta``, ``R_beta``, ``M``, ``C_r`` (T+1, T+1) kernels of dln.md §5.1 (M unit
+        ``C_delta``, ``R_beta``, ``M``, ``C_r`` (T+1, T+1) kernels of docs/theory/dln.md §5.1 (M unit
         lower-triangular, R_β strictly lower-triangular);
         ``<name>_sem`` for each scalar curve and for ``C_delta`` and ``R_beta`` (see error_method);
         ``info`` dict (netCDF-safe): parameters, n_samples, n_steps, lr, pivot_rtol,
@@ -682,13 +682,13 @@ def solve(*, ratio: float, sparsity: float, teacher: str = "rademacher", noise: 
     if lr >= eta_max:
         warnings.warn(
             f"lr={lr:g} exceeds the GD stability bound η < 2/(c·√(Δ²+4β_max²)·(1+δ^(-1/2))²) = "
-            f"{eta_max:.4g} (dln.md §10 pitfall 4; δ={ratio:g}, β_max={beta_max:.3g}, Δ={Delta:.3g}, "
+            f"{eta_max:.4g} (docs/theory/dln.md §10 pitfall 4; δ={ratio:g}, β_max={beta_max:.3g}, Δ={Delta:.3g}, "
             f"c={1 if parametrization == 'uv' else 2}); GD may oscillate or diverge and its implicit bias "
             f"differs from gradient flow.", RuntimeWarning, stacklevel=2)
     common = dict(a0=a0, b0=b0, ratio=ratio, noise=noise, lr=lr, n_steps=T, parametrization=parametrization,
                   tangent_dtype=tangent_dtype, pivot_rtol=pivot_rtol, eta_max=eta_max, progress=progress)
 
-    # white noise fixed per sample (dln.md §5.2 step 4)
+    # white noise fixed per sample (docs/theory/dln.md §5.2 step 4)
     # overflow in a diverging run is detected and reported by _one_pass itself
     with np.errstate(over="ignore", invalid="ignore"):
         main = _one_pass(beta_star, rngs[1].standard_normal((n, K)), n_groups=1, n_batches=nb,
@@ -731,9 +731,9 @@ def solve(*, ratio: float, sparsity: float, teacher: str = "rademacher", noise: 
 # gradient flow by Richardson extrapolation
 # ----------------------------------------------------------------------------------------------------
 def richardson(f_eta, f_eta_half):
-    """First-order Richardson extrapolation 2 f(η/2) − f(η) on the coarse grid (dln.md §5.2).
+    """First-order Richardson extrapolation 2 f(η/2) − f(η) on the coarse grid (docs/theory/dln.md §5.2).
 
-    GD differs from GF by O(η) at fixed t (dln.md §3 "GD"), so the combination cancels the leading
+    GD differs from GF by O(η) at fixed t (docs/theory/dln.md §3 "GD"), so the combination cancels the leading
     error.  ``f_eta_half`` may be given on the fine grid (length 2T+1 along each axis), in which case
     every second point is taken.
 

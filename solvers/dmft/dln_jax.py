@@ -1,7 +1,7 @@
-"""JAX engine of the one-pass DLN DMFT (dln.md §5.2); :mod:`hidyn.solvers.dmft.dln` is the reference.
+"""JAX engine of the one-pass DLN DMFT (docs/theory/dln.md §5.2); :mod:`hidyn.solvers.dmft.dln` is the reference.
 
 The DMFT of GD on a diagonal linear network is solved in one causal forward pass over the GD steps
-(dln.md §5.2).  Its cost splits very unevenly:
+(docs/theory/dln.md §5.2).  Its cost splits very unevenly:
 
 * **sample side** — K single-site trajectories, their forward-mode response tangents ∂β^l/∂h^j with
   the memory term, the per-batch rows of C_Δ and R_β, the separable observables: O(K T²) memory and
@@ -11,7 +11,7 @@ The DMFT of GD on a diagonal linear network is solved in one causal forward pass
 * **kernel side** — row k of M = (I + R_β/δ)^{-1}, of C_r = M (C_Δ + σ²) Mᵀ and of the incremental
   Cholesky factor of C_r/δ: O(T²) per step, independent of K.  It runs on the host with the very
   classes the numpy engine uses (:mod:`hidyn.solvers.dmft.grid`).  The Cholesky row is a
-  least-squares solve restricted to the kept pivots (about 15–30 of them, dln.md §10 pitfall 5);
+  least-squares solve restricted to the kept pivots (about 15–30 of them, docs/theory/dln.md §10 pitfall 5);
   a static-shape device version has to factor the full padded (T+1)² system every step (measured
   6.5 ms per step for T = 150 on the 2-core CPU against 0.4 ms for the rank-restricted host solve),
   and sharing the host code keeps the pivot decisions identical to the reference.
@@ -136,7 +136,7 @@ def _check_memory(n_samples, n_steps, tangent_dtype, n_batches, budget_gb, block
 # ----------------------------------------------------------------------------------------------------
 # device kernels (one closure per group; vmapped over groups)
 # ----------------------------------------------------------------------------------------------------
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _kernels(parametrization: str, tangent_dtype: str, block: int, n_batches: int):
     """Jitted per-step kernels for one static configuration.
 
@@ -184,7 +184,7 @@ def _kernels(parametrization: str, tangent_dtype: str, block: int, n_batches: in
         return lax.fori_loop(0, kb, over_j, jnp.zeros((m.shape[0], K), td))
 
     def measure(st, k):
-        """Step 1–2 of dln.md §5.2 for one closure: Δβ^k, per-batch rows of C_Δ and R_β, observables."""
+        """Step 1–2 of docs/theory/dln.md §5.2 for one closure: Δβ^k, per-batch rows of C_Δ and R_β, observables."""
         a, b, bstar = st["a"], st["b"], st["bstar"]
         K = a.shape[0]
         Kb = K // n_batches
@@ -200,7 +200,7 @@ def _kernels(parametrization: str, tangent_dtype: str, block: int, n_batches: in
         else:  # δβ = 2 (w+ δw+ − w− δw−)
             tk = st["dA"] * (2 * a_t) - st["dB"] * (2 * b_t)
         tiles = write_row(st["tiles"], tk, k)
-        # R_β[k, j] per batch from the SAME samples as C_Δ (dln.md §10 pitfall 6), averaged in float64
+        # R_β[k, j] per batch from the SAME samples as C_Δ (docs/theory/dln.md §10 pitfall 6), averaged in float64
         rb = tk.astype(jnp.float64).reshape(-1, n_batches, Kb).mean(axis=2).T
         bb, bs = beta.reshape(n_batches, Kb), bstar.reshape(n_batches, Kb)
         big = jnp.abs(bb) > _ref.SUPPORT_THRESHOLD
@@ -214,7 +214,7 @@ def _kernels(parametrization: str, tangent_dtype: str, block: int, n_batches: in
         return new, (cb, rb, sums, finite)
 
     def advance(st, k, m_row, l_row, lr):
-        """Steps 4–5 of dln.md §5.2: field g^k and the GD step k → k+1 of states and tangents."""
+        """Steps 4–5 of docs/theory/dln.md §5.2: field g^k and the GD step k → k+1 of states and tangents."""
         a, b = st["a"], st["b"]
         dA, dB, tiles = st["dA"], st["dB"], st["tiles"]
         zeta = l_row @ st["z"]  # ζ^k = Σ_{j<=k} L[k, j] z_j (entries j > k of the row are zero)
@@ -413,7 +413,7 @@ def solve(*, ratio: float, sparsity: float, teacher: str = "rademacher", noise: 
     if lr >= eta_max:
         warnings.warn(
             f"lr={lr:g} exceeds the GD stability bound η < 2/(c·√(Δ²+4β_max²)·(1+δ^(-1/2))²) = "
-            f"{eta_max:.4g} (dln.md §10 pitfall 4; δ={ratio:g}, β_max={beta_max:.3g}, Δ={Delta:.3g}, "
+            f"{eta_max:.4g} (docs/theory/dln.md §10 pitfall 4; δ={ratio:g}, β_max={beta_max:.3g}, Δ={Delta:.3g}, "
             f"c={1 if parametrization == 'uv' else 2}); GD may oscillate or diverge and its implicit bias "
             f"differs from gradient flow.", RuntimeWarning, stacklevel=2)
     common = dict(a0=a0, b0=b0, ratio=float(ratio), noise=float(noise), lr=float(lr), n_steps=T,

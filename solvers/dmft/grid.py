@@ -1,22 +1,22 @@
 """Causal two-time grid utilities shared by hidyn's discrete-time DMFT solvers.
 
-A discrete-time DMFT (dln.md §5; Gerbelot et al., arXiv:2210.06591) lives on a grid k = 0..T and
+A discrete-time DMFT (docs/theory/dln.md §5; Gerbelot et al., arXiv:2210.06591) lives on a grid k = 0..T and
 couples a single-coordinate ("d-side") process to a linear single-sample ("n-side") process through
 two-time kernels.  Because every kernel is *causal*, the equations can be solved in one forward pass
-over k (dln.md §5.2): at step k only row k of each kernel is new, and it depends on rows < k only.
+over k (docs/theory/dln.md §5.2): at step k only row k of each kernel is new, and it depends on rows < k only.
 This module owns the parts of that pass that do not depend on the model family:
 
 * :class:`CausalKernels` -- storage of a symmetric correlation C(k, l) and a strictly lower-triangular
-  response R(k, j), filled row by row, with the structure of dln.md §10 pitfall 8 enforced.
-* :func:`resolvent_row` and :class:`ResidualKernels` -- the n-side algebra of dln.md §5.1:
+  response R(k, j), filled row by row, with the structure of docs/theory/dln.md §10 pitfall 8 enforced.
+* :func:`resolvent_row` and :class:`ResidualKernels` -- the n-side algebra of docs/theory/dln.md §5.1:
   M = (I + R_β/δ)^{-1} by forward substitution and C_r = M (C_Δ + σ² 11ᵀ) Mᵀ, one row at a time.
 * :class:`IncrementalCholesky` -- row-by-row Cholesky factor of a growing covariance with a *relative*
-  pivot cutoff (dln.md §10 pitfall 5).
+  pivot cutoff (docs/theory/dln.md §10 pitfall 5).
 * :class:`CausalGaussianSampler` -- turns white noise fixed per sample into a Gaussian process
   ζ^k = Σ_{j≤k} L[k, j] z_j whose covariance is revealed one row at a time.
 * :class:`CausalTangentHistory` -- per-sample storage of forward-mode tangents ∂x^l/∂h^j (j < l) in a
   blocked lower-triangular layout, with the memory contraction Σ_l c_l ∂x^l/∂h^j needed by the
-  response equations (dln.md §5.2 step 2).
+  response equations (docs/theory/dln.md §5.2 step 2).
 
 Conventions: arrays of samples are laid out with the sample index *last* (shape (..., K)), so that a
 sum over past times is one matrix-vector product.  Kernels are float64.
@@ -43,10 +43,11 @@ __all__ = [
     "CausalGaussianSampler",
     "CausalTangentHistory",
     "tangent_history_nbytes",
+    "interpolate_curves",
     "DEFAULT_PIVOT_RTOL",
 ]
 
-#: Default relative pivot cutoff of the incremental Cholesky (dln.md §10 pitfall 5: results are
+#: Default relative pivot cutoff of the incremental Cholesky (docs/theory/dln.md §10 pitfall 5: results are
 #: independent of the value in 1e-8..1e-4, while 1e-12 lets rounding errors grow).
 DEFAULT_PIVOT_RTOL = 1e-8
 
@@ -63,7 +64,7 @@ class CausalKernels:
 
     Rows are filled in increasing k.  ``set_C_row(k, row)`` writes C[k, :k+1] and mirrors it into
     column k, so C stays exactly symmetric; ``set_R_row(k, row)`` writes R[k, :k] and R[k, k:] stays 0
-    (a response to a force applied at j can only appear at times k > j: dln.md §5.1, §10 pitfall 8).
+    (a response to a force applied at j can only appear at times k > j: docs/theory/dln.md §5.1, §10 pitfall 8).
 
     Parameters
     ----------
@@ -141,7 +142,7 @@ class CausalKernels:
 
 
 def resolvent_row(R_row, M_prev, ratio: float) -> np.ndarray:
-    """Row k of M = (I + R/δ)^{-1} by forward substitution (dln.md §5.1, n-side).
+    """Row k of M = (I + R/δ)^{-1} by forward substitution (docs/theory/dln.md §5.1, n-side).
 
     Because R is strictly lower-triangular, M is unit lower-triangular and
     M[k, :k] = -(1/δ) Σ_{m<k} R[k, m] M[m, :k]  (from (I + R/δ) M = I), which needs rows < k of M only.
@@ -190,7 +191,7 @@ def sandwich_row(M, S, k: int) -> np.ndarray:
 
 
 class ResidualKernels:
-    """n-side kernels of dln.md §5.1: M = (I + R_β/δ)^{-1} and C_r = M (C_Δ + σ² 11ᵀ) Mᵀ.
+    """n-side kernels of docs/theory/dln.md §5.1: M = (I + R_β/δ)^{-1} and C_r = M (C_Δ + σ² 11ᵀ) Mᵀ.
 
     The single-sample residual is r = M (ω − σ ξ 1) with ω ~ GP(0, C_Δ), ξ ~ N(0, 1); M is the
     response of r to its own input and C_r its covariance.  Rows are computed causally.
@@ -209,7 +210,7 @@ class ResidualKernels:
     M : ndarray, shape (n_times, n_times)
         Unit lower-triangular residual response.
     C_r : ndarray, shape (n_times, n_times)
-        Symmetric residual covariance; C_r[k, k] is the training error E_tr(k) of dln.md §5.1.
+        Symmetric residual covariance; C_r[k, k] is the training error E_tr(k) of docs/theory/dln.md §5.1.
     """
 
     def __init__(self, n_times: int, ratio: float, noise: float):
@@ -275,7 +276,7 @@ class IncrementalCholesky:
     v_k/Q[k, k] = 1 − ‖x‖²/Q[k, k] decides the pivot: it is kept, L[k, k] = √v_k, only if it exceeds
     ``pivot_rtol``; otherwise L[k, k] = 0, the coordinate is replaced by its conditional mean given
     the past, and column k stays 0 in every later row.  The cutoff is relative to the marginal variance
-    Q[k, k], so it does not depend on the scale of Q (dln.md §10 pitfall 5: the DMFT's C_r/δ loses ten
+    Q[k, k], so it does not depend on the scale of Q (docs/theory/dln.md §10 pitfall 5: the DMFT's C_r/δ loses ten
     decades within ~15 modes; an absolute or tiny cutoff turns rounding residues into pivots).
 
     Numerics: for an exact PSD matrix the system is consistent and the square triangular sub-system
@@ -361,7 +362,7 @@ class CausalGaussianSampler:
 
     With z_j iid N(0, 1) per sample (drawn once), ζ^k = Σ_{j≤k} L[k, j] z_j where L is the
     incremental Cholesky factor of the covariance Q revealed row by row.  ζ^k therefore depends only
-    on z_0..z_k and on Q[:k+1, :k+1] (dln.md §5.2 step 4).
+    on z_0..z_k and on Q[:k+1, :k+1] (docs/theory/dln.md §5.2 step 4).
 
     Parameters
     ----------
@@ -426,7 +427,7 @@ class CausalTangentHistory:
     n_samples : int
         K.
     dtype : numpy dtype, optional
-        float32 halves memory and time (dln.md §10 pitfall 7: float64 gives the same curves to 1e-5).
+        float32 halves memory and time (docs/theory/dln.md §10 pitfall 7: float64 gives the same curves to 1e-5).
     block : int, optional
         Rows per storage block.
     """
@@ -476,7 +477,7 @@ class CausalTangentHistory:
         """Σ_{l=j+1}^{k} weights[l] · D[l, j, :] for j = 0..k-1, with k = n_rows − 1.
 
         This is the memory term of the response equations, e.g. δg^k_j = Σ_l M[k, l] δβ^l_j
-        (dln.md §5.2 step 2).  Entries D[l, j] with j >= l are stored as exact zeros, so each block is
+        (docs/theory/dln.md §5.2 step 2).  Entries D[l, j] with j >= l are stored as exact zeros, so each block is
         contracted as a dense matrix-vector product.
 
         Parameters
@@ -507,3 +508,70 @@ class CausalTangentHistory:
             sub = blk[: hi - a, :ncol, :].reshape(hi - a, ncol * self.n_samples)
             out[:ncol] += (w[a:hi] @ sub).reshape(ncol, self.n_samples)
         return out
+
+
+def interpolate_curves(grid, values, times):
+    """Interpolate curves sampled on a time grid onto arbitrary times, with an error estimate.
+
+    The interpolant is the not-a-knot cubic spline in t (error O(h⁴·f⁽⁴⁾) for a smooth curve, h the
+    grid step).  Its error is estimated by the distance to the monotone piecewise-cubic (PCHIP)
+    interpolant of the same points, whose error is O(h³): that distance is dominated by the PCHIP
+    error and so over-estimates the spline's.  As the distance crosses zero inside an interval, the
+    estimate at t is twice its maximum over the grid interval holding t, shaped by 4s(1 − s) (s the
+    position of t in the interval: the error vanishes at the nodes); the factor 2 comes from a
+    measurement on exact curves, see the code.  Both interpolants pass through the
+    grid values, so at a requested time that is a grid point the value is the grid value (to rounding)
+    and the estimate is 0.
+    Linear interpolation, by contrast, errs by h²·f''/8, which near t = 0 of a gradient-flow curve
+    exceeds the statistical error of a Monte-Carlo mean (issue #17).
+
+    Parameters
+    ----------
+    grid : array_like, shape (T,)
+        Increasing grid times (T ≥ 3), in the family's time unit.
+    values : array_like, shape (T, ...)
+        Curves on the grid; the first axis is time.
+    times : array_like, shape (n,)
+        Requested times inside [grid[0], grid[-1]].
+
+    Returns
+    -------
+    interp : ndarray, shape (n, ...)
+        Spline values at ``times``.
+    error : ndarray, shape (n, ...)
+        2·4s(1 − s)·max of |spline − PCHIP| over t's grid interval (0 on grid points): a
+        conservative estimate of the spline's interpolation error.
+    """
+    from scipy.interpolate import CubicSpline, PchipInterpolator
+
+    grid = np.asarray(grid, dtype=np.float64)
+    values = np.asarray(values, dtype=np.float64)
+    times = np.asarray(times, dtype=np.float64)
+    if grid.ndim != 1 or grid.size < 3 or np.any(np.diff(grid) <= 0):
+        # two points admit only the chord, whose error nothing here could estimate
+        raise ValueError(f"grid of size {grid.size} is invalid: must be an increasing 1-D array of at "
+                         f"least 3 times")
+    span = grid[-1] - grid[0]
+    if np.any(times < grid[0] - 1e-12 * span) or np.any(times > grid[-1] + 1e-12 * span):
+        raise ValueError(f"times outside the grid [{grid[0]:g}, {grid[-1]:g}] cannot be interpolated")
+    times = np.clip(times, grid[0], grid[-1])
+    spline = CubicSpline(grid, values, axis=0, bc_type="not-a-knot")
+    pchip = PchipInterpolator(grid, values, axis=0)
+    # |spline − pchip| crosses zero inside an interval while the true error need not: take its maximum
+    # over the interval holding t (9 points) as the estimate, 0 at grid points (both are exact there)
+    j = np.clip(np.searchsorted(grid, times, side="right") - 1, 0, grid.size - 2)
+    frac = np.linspace(0.0, 1.0, 9)
+    probe = grid[j, None] + frac[None, :] * (grid[j + 1] - grid[j])[:, None]          # (n, 9)
+    gap = np.abs(spline(probe.ravel()) - pchip(probe.ravel())).reshape(probe.shape + values.shape[1:])
+    # The error of an interpolant vanishes at the nodes: shape the interval maximum by 4s(1 − s), s the
+    # position of t in its interval (≥ the linear growth of the error away from a node, up to the
+    # factor below).  ×2: on the gradient-flow closed form of docs/theory/dln.md §3 (α ∈ {0.5, 0.1, 0.02},
+    # h ∈ {0.1, 0.2}, 157 log- and linearly spaced times) the true spline error reached at most 1.13×
+    # the unshaped interval maximum and 0.6× the shaped estimate (tests/unit/test_theory_times.py).
+    s = (times - grid[j]) / (grid[j + 1] - grid[j])
+    shape = (4.0 * s * (1.0 - s)).reshape((-1,) + (1,) * (values.ndim - 1))
+    error = 2.0 * gap.max(axis=1) * shape
+    tol = 1e-12 * max(span, 1.0)
+    on_grid = (np.abs(times - grid[j]) <= tol) | (np.abs(times - grid[j + 1]) <= tol)
+    error[on_grid] = 0.0
+    return spline(times), error

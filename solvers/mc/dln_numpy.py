@@ -1,4 +1,4 @@
-"""Reference numpy Monte-Carlo backend for diagonal linear networks (dln.md §2).
+"""Reference numpy Monte-Carlo backend for diagonal linear networks (docs/theory/dln.md §2).
 
 The weights are kept as w± (uv: w± = (u ± v)/2; pm: the pm weights), with β = w+² − w−².  In these
 coordinates every algorithm of §2.2 is one line:
@@ -36,7 +36,7 @@ _EXP_CLIP = 700.0  # e^{±700} is the float64 range: keeps sinh-like growth fini
 
 def draw_teacher(rng: np.random.Generator, d: int, sparsity: float, teacher: str,
                  exact: bool = True) -> np.ndarray:
-    """β* of shape (d,): round(ρd) (or Bernoulli(ρ)) nonzeros, ±1 or N(0, 1) (dln.md §2.1)."""
+    """β* of shape (d,): round(ρd) (or Bernoulli(ρ)) nonzeros, ±1 or N(0, 1) (docs/theory/dln.md §2.1)."""
     if exact:
         k = int(round(sparsity * d))
         support = np.zeros(d, dtype=bool)
@@ -175,6 +175,13 @@ class DLNNumpyBackend:
         else:
             obs["train_loss"] = dln_train_loss(self._residual(state, beta))
         return {k: np.asarray(obs[k], dtype=np.float64) for k in self.variables}
+
+    #: weights recorded by ``simulate(..., record_weights=True)``: name -> extra dims after (seed, time)
+    weight_variables = {"beta": ("i",)}
+
+    def weights(self, state):
+        """β (n_seeds, d), float64: the network's effective weights β = u⊙v = w+² − w−²."""
+        return {"beta": np.asarray(self._beta(state), dtype=np.float64)}
 
     def attrs(self, state):
         out = {"teacher_norm2": np.mean(state["beta_star"] ** 2, axis=-1).astype(np.float64)}

@@ -7,7 +7,14 @@ A backend is an object built from ``(spec, precision)`` with
 * ``variables`` – dict name → extra dims after (seed, time), e.g. ``{"Q": ("k", "k_")}``;
 * ``memory_bytes(n_seeds)`` – an estimate of the state size, checked before allocating;
 * ``init(seed_sequences) → state``, ``advance(state, n) → state``, ``observe(state) → dict`` of
-  arrays shaped (n_seeds, *extra dims)``, and ``attrs(state) → dict`` of extra netCDF-safe attrs.
+  arrays shaped (n_seeds, *extra dims)``, and ``attrs(state) → dict`` of extra netCDF-safe attrs;
+* optionally ``unit_shape`` – a tuple: the leading extra dims of *every* observable over which runs are
+  independent (e.g. ``(n_lr,)`` for a grid of learning rates run in one batch).  Divergence is then
+  detected and recorded per (seed, *unit) and the other units keep running; the returned arrays are
+  (n_seeds, n_saved, *unit_shape, *rest) and ``diverged_at`` has shape (n_seeds, *unit_shape);
+* optionally ``weight_variables`` (dict name → extra dims, e.g. ``{"beta": ("i",)}``) and
+  ``weights(state) → dict`` of the d-dimensional weights, recorded on request
+  (``record_weights=True``); a backend without them cannot record weights.
 
 The driver holds no family logic; backends hold no scheduling logic.
 """
@@ -18,7 +25,8 @@ import warnings
 
 import numpy as np
 
-__all__ = ["save_schedule", "run", "available_memory_bytes", "check_memory"]
+__all__ = ["save_schedule", "run", "available_memory_bytes", "check_memory", "can_record_weights",
+           "weights_nbytes"]
 
 #: a seed whose loss grows by this factor over its initial value (or turns non-finite) has diverged
 BLOWUP_FACTOR = 1e8
@@ -53,6 +61,20 @@ def check_memory(nbytes: int, what: str, hint: str, fraction: float = 0.7) -> No
                           f"{avail / 2**30:.1f} GiB (limit {fraction:.0%}); {hint}")
 
 
+def can_record_weights(backend) -> bool:
+    """Whether a backend (class or instance) can return its weights (``weights``/``weight_variables``)."""
+    return callable(getattr(backend, "weights", None)) and isinstance(getattr(backend, "weight_variables", None),
+                                                                      dict)
+
+
+def weights_nbytes(sizes: dict, n_seeds: int, n_times: int) -> int:
+    """Bytes of the recorded weights: seeds × n_times × (weights per seed) × 8 (float64).
+
+    ``sizes`` maps each weight variable to its number of entries per seed and time (d, or K·d).
+    """
+    return int(n_seeds) * int(n_times) * int(sum(sizes.values())) * 8
+
+
 def _loss_key(obs):
     for key in ("train_loss", "test_loss", "objective", "q"):
         if key in obs:
@@ -61,7 +83,7 @@ def _loss_key(obs):
 
 
 def run(backend, seed_sequences, times, *, progress=None, chunk_steps: int | None = None,
-        desc: str = "simulate"):
+        desc: str = "simulate", record_weights: bool = False):
     """Run ``backend`` for every seed and record its observables at ``times``.
 
     Parameters
@@ -74,6 +96,8 @@ def run(backend, seed_sequences, times, *, progress=None, chunk_steps: int | Non
         Show a tqdm progress bar over the steps; ``None`` shows it only on a terminal.
     chunk_steps : int, optional
         Longest stretch advanced without updating the bar (default: ~200 chunks per run).
+    record_weights : bool
+        Also record ``backend.weights(state)`` at every save time (the backend must have it).
 
     Returns
     -------
@@ -87,16 +111,23 @@ def run(backend, seed_sequences, times, *, progress=None, chunk_steps: int | Non
     times = np.asarray(times, dtype=np.float64)
     if times.ndim != 1 or times.size == 0 or np.any(np.diff(times) < 0) or times[0] < 0:
         raise ValueError("times must be a non-empty, sorted 1-D array of non-negative times")
+    if record_weights and not can_record_weights(backend):
+        raise ValueError(f"record_weights=True is invalid for backend {getattr(backend, 'name', backend)!r}: "
+                         f"it does not return its weights")
     marks, actual = save_schedule(times, backend.time_per_step)
     continuous = backend.time_per_step is None
     n_seeds = len(seed_sequences)
+    # independent runs ("units") per seed: () for one run per seed, (n_lr,) for a batched lr grid
+    unit_shape = tuple(int(k) for k in getattr(backend, "unit_shape", ()))
+    n_units = n_seeds * int(np.prod(unit_shape, dtype=np.int64))
+    n_lead = 1 + len(unit_shape)
     state = backend.init(seed_sequences)
     total = float(marks[-1])
     if chunk_steps is None:
         chunk_steps = max(total / 200.0, 1.0) if not continuous else max(total / 200.0, 1e-12)
     data: dict[str, np.ndarray] = {}
-    diverged_at = np.full(n_seeds, -1.0)
-    alive = np.ones(n_seeds, dtype=bool)
+    diverged_at = np.full(n_units, -1.0)
+    alive = np.ones(n_units, dtype=bool)
     loss0 = None
     position = 0.0 if continuous else 0
     disable = None if progress is None else not progress  # None: tqdm shows it only on a terminal
@@ -113,16 +144,20 @@ def run(backend, seed_sequences, times, *, progress=None, chunk_steps: int | Non
                 bar.update(float(n))
             with np.errstate(all="ignore"):
                 obs = backend.observe(state)
+                if record_weights:
+                    obs = {**obs, **backend.weights(state)}
+                obs = {name: np.asarray(arr) for name, arr in obs.items()}
+                obs = {name: arr.reshape((n_units,) + arr.shape[n_lead:]) for name, arr in obs.items()}
             if not data:
                 for name, arr in obs.items():
-                    data[name] = np.full((n_seeds, marks.size) + np.shape(arr)[1:], np.nan)
+                    data[name] = np.full((n_units, marks.size) + arr.shape[1:], np.nan)
             key = _loss_key(obs)
             if key is not None and loss0 is None:
                 loss0 = np.abs(np.asarray(obs[key], dtype=np.float64))
-            bad = np.zeros(n_seeds, dtype=bool)
-            for name, arr in obs.items():
+            bad = np.zeros(n_units, dtype=bool)
+            for arr in obs.values():
                 arr = np.asarray(arr, dtype=np.float64)
-                bad |= ~np.all(np.isfinite(arr.reshape(n_seeds, -1)), axis=1)
+                bad |= ~np.all(np.isfinite(arr.reshape(n_units, -1)), axis=1)
             if key is not None:
                 bad |= np.abs(np.asarray(obs[key], dtype=np.float64)) > BLOWUP_FACTOR * (loss0 + 1.0)
             newly = bad & alive
@@ -134,10 +169,15 @@ def run(backend, seed_sequences, times, *, progress=None, chunk_steps: int | Non
                 break
     finally:
         bar.close()
+    if unit_shape:
+        data = {name: np.moveaxis(arr.reshape((n_seeds,) + unit_shape + arr.shape[1:]), n_lead, 1)
+                for name, arr in data.items()}
+        diverged_at = diverged_at.reshape((n_seeds,) + unit_shape)
     info = {"diverged_at": diverged_at, "n_steps": float(position), **backend.attrs(state)}
     if np.any(diverged_at >= 0):
         first = float(diverged_at[diverged_at >= 0].min())
-        warnings.warn(f"{int(np.sum(diverged_at >= 0))} of {n_seeds} seeds diverged (first at "
+        what = "seeds" if not unit_shape else f"runs (seed × {unit_shape} grid)"
+        warnings.warn(f"{int(np.sum(diverged_at >= 0))} of {n_units} {what} diverged (first at "
                       f"t = {first:.6g}: a loss grew by >{BLOWUP_FACTOR:.0e}× or became non-finite); "
                       f"their later values are NaN and attrs['diverged_at'] records the times. "
                       f"Lower the learning rate.", RuntimeWarning, stacklevel=3)

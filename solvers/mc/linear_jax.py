@@ -15,10 +15,9 @@ from __future__ import annotations
 
 import functools
 
-import numpy as np
-
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from hidyn.models.linear import LinearSpec, eigenvalues, lr_values

@@ -2,19 +2,19 @@
 
 Three backends follow the contract of :mod:`hidyn.solvers.mc.driver`:
 
-* :class:`TwoLayerNumbaBackend` – teacher–student online SGD (teacher_student.md §1).  It inherits the
+* :class:`TwoLayerNumbaBackend` – teacher–student online SGD (docs/theory/teacher_student.md §1).  It inherits the
   initial condition, the input/noise streams and the observables of
   :class:`~hidyn.solvers.mc.two_layer_numpy.TwoLayerNumpyBackend`: every seed draws its inputs from its
   own numpy Generator in blocks of ``block`` = 256 steps and its label noise after them, in exactly the
   reference's order, and only the sequential SGD map runs in numba (``prange`` over seeds).
-* :class:`DLNNumbaBackend` – diagonal linear networks (dln.md §2.2).  Full-batch GD (and the gradient
+* :class:`DLNNumbaBackend` – diagonal linear networks (docs/theory/dln.md §2.2).  Full-batch GD (and the gradient
   of gradient flow) use a *fused* gradient: each row x_μ of X is read once per step, r_μ = x_μ·β − y_μ
   and g += r_μ x_μ while the row is in L1, instead of the two passes Xβ then Xᵀr.  X is the largest
   array of the run and GD is bound by the memory traffic of reading it, so one pass is up to twice as
   fast; the same kernel batches several weight vectors sharing one X (``G`` columns) into one pass.
   Online and minibatch SGD run one seed per thread: the thread draws a chunk of its seed's stream and
   a serial kernel steps through it in the reference's order (bitwise equal in float64).
-* :class:`SingleIndexNumbaBackend` – spiked single-index online SGD (single_index.md §1) on the numpy
+* :class:`SingleIndexNumbaBackend` – spiked single-index online SGD (docs/theory/single_index.md §1) on the numpy
   reference's input blocks (inherited ``_new_block``, drawn on all cores), with the reference's
   scaled-weights step w = αV, its resync schedule and escape bookkeeping in one ``nogil`` kernel run
   on the draw threads over seed ranges (not a numba ``prange``: an OpenMP region would leave its
@@ -57,13 +57,13 @@ import math
 import numpy as np
 from numba import njit, prange, uint64
 
-from hidyn.rng import (draw_threads, fill_standard_normal, for_each_seed, for_each_seed_range,  # noqa: F401
-                       set_draw_threads)
+from hidyn.rng import draw_threads, fill_standard_normal, for_each_seed, for_each_seed_range, set_draw_threads  # noqa: F401
 from hidyn.solvers.mc.dln_numpy import DLNNumpyBackend, draw_minibatch_rows
 from hidyn.solvers.mc.two_layer_numpy import TwoLayerNumpyBackend
 
 __all__ = ["TwoLayerNumbaBackend", "DLNNumbaBackend", "SingleIndexNumbaBackend", "pairwise_sum",
-           "pairwise_dot", "pairwise_program", "ACTIVATION_CODES", "activation_is_bitwise", "dln_gd_fused", "dln_fused_gradient",
+           "pairwise_dot", "pairwise_program", "ACTIVATION_CODES", "activation_is_bitwise", "dln_gd_fused",
+           "dln_fused_gradient",
            "set_draw_threads"]
 
 # --------------------------------------------------------------------------------------------------
@@ -286,7 +286,7 @@ def activation_is_bitwise(name: str, n: int = 20001) -> bool:
 @njit(cache=True, nogil=True)
 def _two_layer_steps(X, x_off, zeta, z_off, n_steps, W, B, v, A, code, inv_sqrt_d, c_w, c_v,
                      train_second, prog_d, prog_k, prog_m, stack_size):
-    """Advance every seed by ``n_steps`` SGD steps (teacher_student.md §1), in place.
+    """Advance every seed by ``n_steps`` SGD steps (docs/theory/teacher_student.md §1), in place.
 
     Parameters
     ----------
@@ -581,7 +581,7 @@ def dln_fused_gradient(X, y, beta, inv_ratio, n_chunks=1):
 
 @njit(cache=True, parallel=True, fastmath=_FAST, nogil=True)
 def _dln_population_gd(wp, wm, beta_star, n_steps, c_lr):
-    """Population GD (g = β − β*, dln.md §2.2), in place; trivially memory-light."""
+    """Population GD (g = β − β*, docs/theory/dln.md §2.2), in place; trivially memory-light."""
     S, d = wp.shape
     for s in prange(S):
         for _ in range(n_steps):
@@ -663,7 +663,7 @@ def _dln_minibatch_steps(rows, X, y, wp, wm, c_lr, prog_d, stack):
 
 
 class DLNNumbaBackend(DLNNumpyBackend):
-    """Diagonal linear networks in numba: every algorithm of dln.md §2.2.
+    """Diagonal linear networks in numba: every algorithm of docs/theory/dln.md §2.2.
 
     Initial condition, teacher, data, random streams and observables are those of
     :class:`~hidyn.solvers.mc.dln_numpy.DLNNumpyBackend` (same Generators, same draws):
@@ -673,7 +673,8 @@ class DLNNumbaBackend(DLNNumpyBackend):
     * gradient flow: the reference's DOP853 in mirror coordinates with the fused gradient as the
       right-hand side (the same integrator, so the same step sizes up to rounding);
     * online and minibatch SGD: the draw threads (:func:`hidyn.rng.for_each_seed`, a contiguous range
-      of seeds each) draw a chunk of each seed's normals (or row indices) from its Generator, exactly the stream the reference draws step by step, and a
+      of seeds each) draw a chunk of each seed's normals (or row indices) from its Generator, exactly
+      the stream the reference draws step by step, and a
       serial ``nogil`` kernel runs the chunk in the reference's pinned order of operations, so float64
       trajectories equal the reference's **bit for bit**.  Drawing and stepping of different seeds
       overlap on all cores; no input buffer outlives a chunk.
@@ -762,7 +763,7 @@ class DLNNumbaBackend(DLNNumpyBackend):
 
 
 # --------------------------------------------------------------------------------------------------
-# spiked single-index online SGD (single_index.md §1)
+# spiked single-index online SGD (docs/theory/single_index.md §1)
 # --------------------------------------------------------------------------------------------------
 @njit(cache=True, nogil=True)
 def _student(code, power, dpower, x, derivative):
@@ -966,7 +967,8 @@ class SingleIndexNumbaBackend(_single_index_base()):
 
     Inherits initial weights, input blocks (spike, ν, μ, labels, ‖x‖²), resync schedule, observables and
     escape bookkeeping from :class:`~hidyn.solvers.mc.single_index_numpy.SingleIndexNumpyBackend`; the
-    sequential scaled-weights step (w = αV, note §1–§2) runs in :func:`_single_index_steps`.  The target link may be anything the reference accepts (labels are made in numpy); the
+    sequential scaled-weights step (w = αV, note §1–§2) runs in :func:`_single_index_steps`.  The target
+    link may be anything the reference accepts (labels are made in numpy); the
     student σ must be a registry activation or a polynomial.
 
     Float64 runs equal the reference's bit for bit (weights, overlaps, escape steps): both take every

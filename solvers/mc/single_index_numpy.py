@@ -1,4 +1,4 @@
-"""Numpy Monte-Carlo backends for spiked-covariance single-index online SGD (single_index.md §1).
+"""Numpy Monte-Carlo backends for spiked-covariance single-index online SGD (docs/theory/single_index.md §1).
 
 Two backends follow the driver contract of :mod:`hidyn.solvers.mc.driver`:
 
@@ -45,8 +45,8 @@ import math
 import numpy as np
 
 from hidyn import observables
-from hidyn.rng import fill_standard_normal
 from hidyn.models.single_index import SIGMA_GEOMETRIES, SingleIndexSpec
+from hidyn.rng import fill_standard_normal
 
 __all__ = ["SingleIndexNumpyBackend", "SingleIndexReducedBackend", "child_generators",
            "draw_initial_weights", "spike_frame", "ESCAPE_LEVEL"]
@@ -392,6 +392,14 @@ class SingleIndexNumpyBackend(_Common):
     def observe(self, state):
         m, s, q = self._measure(state)
         return self._observables(m, s, q)
+
+    #: weights recorded by ``simulate(..., record_weights=True)``: name -> extra dims after (seed, time)
+    weight_variables = {"w": ("i",)}
+
+    def weights(self, state):
+        """w = αV (n_seeds, d), float64, in the simulation's frame: e₀ = θ*, u = c·e₀ + √(1−c²)·e₁
+        (so m = w₀ and s = c·w₀ + √(1−c²)·w₁)."""
+        return {"w": state["alpha"][:, None] * np.asarray(state["V"], dtype=np.float64)}
 
 
 class SingleIndexReducedBackend(_Common):

@@ -1,4 +1,4 @@
-"""Reference numpy Monte-Carlo backend for teacher–student online SGD (teacher_student.md §1).
+"""Reference numpy Monte-Carlo backend for teacher–student online SGD (docs/theory/teacher_student.md §1).
 
 Vectorised over seeds: the weights of all seeds are one array (S, K, d).  Fresh inputs are drawn per
 seed (each seed owns its Generator, so a seed's stream does not depend on the other seeds) in blocks of
@@ -28,7 +28,7 @@ def draw_weights(rng: np.random.Generator, spec: TwoLayerSpec):
 
     Random start: W_ki iid N(0, init_scale²).  Explicit ``init``: orthonormalise K + M Gaussian
     directions (QR), E = √d·Qᵀ so E Eᵀ/d = I, B = L_T E_B and W = R T⁺ B + L_S E_S with
-    L_S L_Sᵀ = Q − R T⁺ Rᵀ (teacher_student.md, "Drawing the initial condition").
+    L_S L_Sᵀ = Q − R T⁺ Rᵀ (docs/theory/teacher_student.md, "Drawing the initial condition").
     """
     K, M, d = spec.K, spec.M, spec.d
     T = np.asarray(spec.T)
@@ -140,8 +140,15 @@ class TwoLayerNumpyBackend:
         T = np.einsum("smd,snd->smn", B, B) / d
         v = state["v"].astype(np.float64)
         test = observables.two_layer_test_loss(Q, R, T, v, np.asarray(self.spec.A), self.act)
-        return {"test_loss": test, "train_loss": observables.two_layer_train_loss(test, self.spec.noise), "Q": Q, "R": R,
-                "v": v}
+        return {"test_loss": test, "train_loss": observables.two_layer_train_loss(test, self.spec.noise),
+                "Q": Q, "R": R, "v": v}
+
+    #: weights recorded by ``simulate(..., record_weights=True)``: name -> extra dims after (seed, time)
+    weight_variables = {"W": ("k", "i")}
+
+    def weights(self, state):
+        """First-layer weights W (n_seeds, K, d), float64 (``v`` is recorded anyway)."""
+        return {"W": np.asarray(state["W"], dtype=np.float64)}
 
     def attrs(self, state):
         return {}

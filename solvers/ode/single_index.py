@@ -1,4 +1,4 @@
-"""d → ∞ theory of online SGD for spiked-covariance single-index learning (single_index.md).
+"""d → ∞ theory of online SGD for spiked-covariance single-index learning (docs/theory/single_index.md).
 
 Model (note §1): x ~ N(0, Σ), Σ = I + κuuᵀ, c = ⟨u, θ*⟩ = cos φ; target y = g(τν) + √Δ ξ with
 ν = ⟨θ*, x⟩ and Δ = ``noise``²; student σ(λ), λ = ⟨w, x⟩; step w += (η/d) F x with −∇ℓ = F x,
@@ -34,8 +34,17 @@ from numbers import Integral, Real
 import numpy as np
 from scipy.optimize import brentq
 
-from hidyn.hermite import (GaussianMoments, Link, check_spike, hermite_coefficients, information_exponent,
-                           make_link, projection_covariance, spike_gain, target_scale)
+from hidyn.hermite import (
+    GaussianMoments,
+    Link,
+    check_spike,
+    hermite_coefficients,
+    information_exponent,
+    make_link,
+    projection_covariance,
+    spike_gain,
+    target_scale,
+)
 from hidyn.observables import single_index_objective, single_index_test_loss
 from hidyn.solvers.ode.integrate import DEFAULT_ATOL, DEFAULT_RTOL, integrate
 

@@ -1,6 +1,6 @@
 """Order-parameter ODEs of online SGD in teacher–student two-layer networks (d → ∞).
 
-Implements teacher_student.md §3 (Saad & Solla 1995; Goldt et al. 2019) in the canonical convention of
+Implements docs/theory/teacher_student.md §3 (Saad & Solla 1995; Goldt et al. 2019) in the canonical convention of
 §1: student ŷ = Σ_k v_k g(W_k·x/√d), teacher y = Σ_n A_n g(B_n·x/√d) + σζ, first-layer step
 W_k += (η/√d) v_k g'(λ_k) Δ x, second-layer step v_k += (η_v/d) g(λ_k) Δ, time t = steps/d.
 
@@ -120,7 +120,7 @@ def _drift_core(omega, v, A, K, act, lr, lr_second, train, noise, batch_size, n_
 
 def drift(Q, R, v, T, A, activation, *, lr, lr_second=0.0, train_second_layer=False, noise=0.0,
           batch_size=1, n_nodes=None):
-    """Right-hand side of the order-parameter ODEs (teacher_student.md §3), per unit time t = steps/d.
+    """Right-hand side of the order-parameter ODEs (docs/theory/teacher_student.md §3), per unit time t = steps/d.
 
     Parameters
     ----------
@@ -166,24 +166,89 @@ def drift(Q, R, v, T, A, activation, *, lr, lr_second=0.0, train_second_layer=Fa
     lr, lr_second, train, noise, batch_size = _check_rates(lr, lr_second, train_second_layer, noise,
                                                            batch_size)
     Q, R, T, v, A, omega = _check_overlaps(Q, R, T, v, A)
-    dQ, dR, dv = _drift_core(omega, v, A, R.shape[0], act, lr, lr_second, train, noise, batch_size, n_nodes)
+    K, M = R.shape
+    if act.name == "erf":
+        # the compiled right-hand side: O((K+M)²) memory instead of the K²(K+M)² I4 tensor
+        sys_ = _System(T, v, A, K, M, act, lr, lr_second, train, noise, batch_size, variables="overlaps")
+        out = sys_.rhs(0.0, sys_.pack(Q, R, v))
+        dQ = np.empty((K, K))
+        dQ[sys_.iu] = out[:sys_.nq]
+        dQ[sys_.iu[1], sys_.iu[0]] = out[:sys_.nq]
+        dR = out[sys_.nq:sys_.nq + sys_.nr].reshape(K, M).copy()
+        dv = out[sys_.nq + sys_.nr:].copy() if train else None
+    else:
+        dQ, dR, dv = _drift_core(omega, v, A, K, act, lr, lr_second, train, noise, batch_size, n_nodes)
     return dQ, dR, (np.zeros_like(v) if dv is None else dv)
 
 
 # ----------------------------------------------------------------------------------------------
 # integration
 # ----------------------------------------------------------------------------------------------
-class _System:
-    """Flat-state packing (upper triangle of Q, R, v if trained) and the RHS closure."""
+#: from this many I4 terms K²(K+M)² on (≈ 1e6 arcsines, ~10 ms) the compiled erf contraction runs on
+#: numba's thread pool; below it a parallel region's start-up and, on a loaded machine, waiting for a
+#: descheduled thread cost more than they save (measured: K = 15 at 2e5 terms ran ~40× slower threaded
+#: than the serial estimate under a load average of 12 on 2 cores)
+_PARALLEL_TERMS = 4_000_000
 
-    def __init__(self, T, v0, A, K, M, act, lr, lr_second, train, noise, batch_size, n_nodes=None):
+
+def _erf_rhs(sys_):
+    """The compiled flat-state erf right-hand side of ``sys_`` (solvers/ode/_erf_kernels.py), imported
+    lazily (``import hidyn`` must not import numba).  Returns ``f(y, out)``."""
+    from hidyn.solvers.ode import _erf_kernels as ek
+
+    K, M = sys_.K, sys_.M
+    L = K + M
+    kern = ek.rhs_serial if K * K * L * L < _PARALLEL_TERMS else ek.rhs_parallel
+    schur = sys_.variables == "schur"
+    ints = np.array([K, M, int(schur), int(bool(sys_.train))], dtype=np.int64)
+    floats = np.array([sys_.lr, sys_.lr_second, sys_.noise, sys_.batch_size], dtype=np.float64)
+    iu = np.ascontiguousarray(np.stack(sys_.iu).astype(np.int64))
+    tmat = np.asarray(sys_.T, dtype=np.float64)
+    tt = np.ascontiguousarray(np.stack([tmat, sys_.tinv if schur else np.zeros((M, M))]))
+    va = np.concatenate([np.asarray(sys_.v0, dtype=np.float64), np.asarray(sys_.A, dtype=np.float64)])
+    args = (ints, floats, iu, tt, va)
+
+    def run(y, out):
+        kern(y, out, *args)
+    return run
+
+
+def _t_inverse(T):
+    """T⁻¹ if T is safely invertible (condition number < 1e10), else None (no Schur variables)."""
+    try:
+        cond = np.linalg.cond(T)
+    except np.linalg.LinAlgError:
+        return None
+    if not np.isfinite(cond) or cond > 1e10:
+        return None
+    tinv = np.linalg.inv(T)
+    return 0.5 * (tinv + tinv.T)
+
+
+class _System:
+    """Flat-state packing and the RHS closure.
+
+    The state is (upper triangle of X, R, v if trained) where X is either Q (``variables="overlaps"``)
+    or the Schur complement S = Q − R T⁻¹ Rᵀ of T in Ω (``variables="schur"``).  Ω = [[Q, R], [Rᵀ, T]]
+    is PSD iff S is (T ≻ 0), and S obeys dS/dt = D S + S Dᵀ + (η²/B) N with N ⪰ 0 (the Stein form of
+    §3: the first-order drift of each student is a combination of field vectors, the η² term a Gram
+    matrix), so the small eigenvalues of S decay *in proportion to themselves*.  Integrating S makes the
+    solver's error control act on S directly (absolute error ~atol) instead of on Q and R separately,
+    whose cancellation Q − R T⁻¹ Rᵀ carries an absolute error ~rtol·|Q|: near convergence to the teacher
+    (S → 0, the boundary of the cone) the overlap variables leave the PSD cone (issue #17: ReLU,
+    Q − R² = −3e−7 at K = 1), the Schur variables do not (beyond ~atol, clipped and recorded in
+    :func:`solve`).
+    """
+
+    def __init__(self, T, v0, A, K, M, act, lr, lr_second, train, noise, batch_size, n_nodes=None,
+                 variables="overlaps", compiled=True):
         self.T, self.v0, self.A, self.K, self.M = T, v0, A, K, M
         self.act, self.lr, self.lr_second, self.train = act, lr, lr_second, train
         self.noise, self.batch_size, self.n_nodes = noise, batch_size, n_nodes
         self.iu = np.triu_indices(K)
         self.nq = self.iu[0].size
         self.nr = K * M
-        # Ω = z[omega_idx] with z = (y[:nq + nr], T.ravel()): one gather per RHS call
+        # Ω = z[omega_idx] with z = (Q[iu], R.ravel(), T.ravel()): one gather per RHS call
         pos_q = np.empty((K, K), dtype=np.intp)
         pos_q[self.iu] = np.arange(self.nq)
         pos_q[self.iu[1], self.iu[0]] = np.arange(self.nq)
@@ -194,44 +259,151 @@ class _System:
         self.iu_flat = self.iu[0] * K + self.iu[1]
         self.n_state = self.nq + self.nr + (K if train else 0)
         self.c_frozen = None if train else np.concatenate((v0, -A))  # constant when v is frozen
+        if variables not in ("overlaps", "schur"):
+            raise ValueError(f"variables={variables!r} is invalid: must be 'overlaps' or 'schur'")
+        self.tinv = _t_inverse(np.asarray(T, dtype=np.float64))
+        if variables == "schur" and self.tinv is None:
+            variables = "overlaps"  # singular T: the Schur complement is undefined
+        self.variables = variables
+        # erf: the compiled right-hand side (same formulas, contracted on the fly); compiled=False keeps
+        # the generic vectorised path (the reference the compiled one is tested against)
+        self.fast = _erf_rhs(self) if compiled and getattr(act, "name", None) == "erf" else None
+
+    # -- change of variables ------------------------------------------------------------------
+    def _rtr(self, R):
+        """R T⁻¹ Rᵀ for R of shape (..., K, M)."""
+        return R @ self.tinv @ np.swapaxes(R, -1, -2)
 
     def pack(self, Q, R, v):
-        parts = [Q[self.iu], R.ravel()]
+        Q = np.asarray(Q, dtype=np.float64)
+        R = np.asarray(R, dtype=np.float64)
+        X = Q - self._rtr(R) if self.variables == "schur" else Q
+        parts = [X[self.iu], R.ravel()]
         if self.train:
             parts.append(np.zeros(self.K) if v is None else v)
         return np.concatenate(parts)
 
-    def unpack(self, y):
-        """y (..., n_state) -> Q (..., K, K), R (..., K, M), v (..., K)."""
+    def unpack(self, y, *, project=False, return_schur=False):
+        """y (..., n_state) -> Q (..., K, K), R (..., K, M), v (..., K).
+
+        With ``project`` (T invertible) negative eigenvalues of S = Q − R T⁻¹ Rᵀ are clipped to 0 and
+        ``(n_clipped, min_eigenvalue)`` is returned as a fourth item: n_clipped counts the rows whose S
+        had an eigenvalue < 0, min_eigenvalue is the most negative one (0.0 if none).
+        """
         K, M = self.K, self.M
         lead = y.shape[:-1]
-        Q = np.empty(lead + (K, K))
-        Q[..., self.iu[0], self.iu[1]] = y[..., :self.nq]
-        Q[..., self.iu[1], self.iu[0]] = y[..., :self.nq]
+        X = np.empty(lead + (K, K))
+        X[..., self.iu[0], self.iu[1]] = y[..., :self.nq]
+        X[..., self.iu[1], self.iu[0]] = y[..., :self.nq]
         R = y[..., self.nq:self.nq + self.nr].reshape(lead + (K, M))
         if self.train:
             v = y[..., self.nq + self.nr:]
         else:
             v = np.broadcast_to(self.v0, lead + (K,)).copy()
+        n_clip, lam_min = 0, 0.0
+        if self.variables == "schur":
+            S = X
+            Q = S + self._rtr(R)
+            Q = 0.5 * (Q + np.swapaxes(Q, -1, -2))
+        else:
+            Q = X
+            S = Q - self._rtr(R) if (project and self.tinv is not None) else None
+        if project and S is not None:
+            ok = np.all(np.isfinite(S), axis=(-1, -2))
+            lam, vec = np.linalg.eigh(np.where(ok[..., None, None], S, 0.0))
+            neg = ok & (lam[..., 0] < 0.0)
+            n_clip = int(np.count_nonzero(neg))
+            if n_clip:
+                lam_min = float(np.min(lam[..., 0][neg]))
+                fixed = (vec * np.maximum(lam, 0.0)[..., None, :]) @ np.swapaxes(vec, -1, -2)
+                Qp = fixed + self._rtr(R)
+                Q = np.where(neg[..., None, None], 0.5 * (Qp + np.swapaxes(Qp, -1, -2)), Q)
+        if project and return_schur:
+            S_proj = None
+            if S is not None:
+                S_proj = S if not n_clip else np.where(neg[..., None, None], fixed, S)
+            return Q, R, v, (n_clip, lam_min), S_proj
+        if project:
+            return Q, R, v, (n_clip, lam_min)
         return Q, R, v
 
+    # -- right-hand side ----------------------------------------------------------------------
+    def _drift(self, om, v):
+        c = self.c_frozen if self.c_frozen is not None else np.concatenate((v, -self.A))
+        return _drift_core(om, v, self.A, self.K, self.act, self.lr, self.lr_second, self.train,
+                           self.noise, self.batch_size, self.n_nodes, c=c)
+
     def rhs(self, t, y):
-        nqr = self.nq + self.nr
-        om = np.concatenate((y[:nqr], self.t_flat))[self.omega_idx]
+        if self.fast is not None:
+            # non-finite states (after a blow-up) propagate NaN, which integrate() detects
+            out = np.empty(self.n_state)
+            self.fast(np.ascontiguousarray(y, dtype=np.float64), out)
+            return out
+        nq, nqr = self.nq, self.nq + self.nr
         v = y[nqr:] if self.train else self.v0
-        dQ, dR, dv = _drift_core(om, v, self.A, self.K, self.act, self.lr, self.lr_second, self.train,
-                                 self.noise, self.batch_size, self.n_nodes, c=self.c_frozen)
+        if self.variables == "schur":
+            R = y[nq:nqr].reshape(self.K, self.M)
+            rt = R @ self.tinv                              # R T⁻¹  (K, M)
+            q_up = y[:nq] + (rt @ R.T)[self.iu]
+            om = np.concatenate((q_up, y[nq:nqr], self.t_flat))[self.omega_idx]
+            dQ, dR, dv = self._drift(om, v)
+            # dS = dQ − dR T⁻¹ Rᵀ − R T⁻¹ dRᵀ
+            cross = dR @ rt.T
+            dX = dQ - cross - cross.T
+        else:
+            om = np.concatenate((y[:nqr], self.t_flat))[self.omega_idx]
+            dX, dR, dv = self._drift(om, v)
         out = np.empty(self.n_state)
-        out[:self.nq] = dQ.ravel()[self.iu_flat]
-        out[self.nq:nqr] = dR.ravel()
+        out[:nq] = dX.ravel()[self.iu_flat]
+        out[nq:nqr] = dR.ravel()
         if self.train:
             out[nqr:] = dv
         return out
 
 
+def _relu_test_loss_schur(S, R, T, v, A):
+    """ReLU ε_g (note §5, §4.3) from the Schur complement S, R, T without cancellation, shape (n_t,).
+
+    Every field gets explicit coordinates: teacher n the row n of the Cholesky factor G of T, student i
+    (R G⁻ᵀ, Z)_i with S = Z Zᵀ, so Ω = X Xᵀ.  The arc-cosine kernel E[relu(u_a) relu(u_b)] =
+    [√D_ab + (π − θ_ab) C_ab]/(2π) needs the Gram determinant D_ab = C_aa C_bb − C_ab² and θ_ab; here
+    D_ab = |x_a|² |x_b − (C_ab/|x_a|²) x_a|² (a residual, no cancellation of O(1) terms) and
+    θ_ab = atan2(√D_ab, C_ab), accurate for nearly parallel fields where arccos(ρ) is not.
+    """
+    n_t, K, M = R.shape
+    out = np.full(n_t, np.nan)
+    ok = np.all(np.isfinite(S), axis=(-1, -2)) & np.all(np.isfinite(R), axis=(-1, -2)) & \
+        np.all(np.isfinite(v), axis=-1)
+    if not ok.any():
+        return out
+    Sg, Rg, vg = S[ok], R[ok], v[ok]
+    G = np.linalg.cholesky(T)
+    P = np.linalg.solve(G, np.swapaxes(Rg, -1, -2))            # G⁻¹ Rᵀ: (n, M, K)
+    lam, vec = np.linalg.eigh(Sg)
+    Z = vec * np.sqrt(np.maximum(lam, 0.0))[..., None, :]        # S = Z Zᵀ (S already projected)
+    n = Sg.shape[0]
+    X = np.zeros((n, K + M, M + K))
+    X[:, :K, :M] = np.swapaxes(P, -1, -2)
+    X[:, :K, M:] = Z
+    X[:, K:, :M] = G
+    C = X @ np.swapaxes(X, -1, -2)                                # Ω, (n, L, L)
+    nrm = np.einsum("nai,nai->na", X, X)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        alpha = np.where(nrm[:, :, None] > 0, C / np.where(nrm[:, :, None] > 0, nrm[:, :, None], 1.0), 0.0)
+    resid = X[:, None, :, :] - alpha[..., None] * X[:, :, None, :]   # x_b − α_ab x_a: (n, a, b, D)
+    D = nrm[:, :, None] * np.einsum("nabi,nabi->nab", resid, resid)
+    D = 0.5 * (D + np.swapaxes(D, -1, -2))
+    sq = np.sqrt(D)
+    i2 = (sq + (math.pi - np.arctan2(sq, C)) * C) / (2.0 * math.pi)
+    c = np.concatenate([vg, np.broadcast_to(-A, (n, M))], axis=-1)
+    out[ok] = 0.5 * np.einsum("na,nab,nb->n", c, i2, c)
+    return out
+
+
 def solve(Q0, R0, T, v0, A, activation, times, *, lr, lr_second=0.0, train_second_layer=False,
-          noise=0.0, batch_size=1, method="DOP853", rtol=1e-10, atol=1e-12, n_nodes=None) -> dict:
-    """Integrate the two-layer order-parameter ODEs (teacher_student.md §3) and evaluate ε_g (§5).
+          noise=0.0, batch_size=1, method="DOP853", rtol=1e-10, atol=1e-12, n_nodes=None,
+          variables="auto") -> dict:
+    """Integrate the two-layer order-parameter ODEs (docs/theory/teacher_student.md §3) and evaluate ε_g (§5).
 
     Parameters
     ----------
@@ -259,6 +431,12 @@ def solve(Q0, R0, T, v0, A, activation, times, *, lr, lr_second=0.0, train_secon
         atol ≤ 1e-12 (note §7).
     n_nodes : int, optional
         Quadrature nodes for activations without closed forms.
+    variables : {"auto", "schur", "overlaps"}
+        Integrated variables: ``"schur"`` integrates the Schur complement S = Q − R T⁻¹ Rᵀ with R (and
+        v), which keeps Ω = [[Q, R], [Rᵀ, T]] in the PSD cone up to ~atol (see :class:`_System`);
+        ``"overlaps"`` integrates Q itself.  ``"auto"`` (default) chooses ``"schur"`` unless T is
+        singular (condition number > 1e10).  At the save times a negative eigenvalue of S (round-off
+        or ~atol) is clipped to 0 and recorded (``psd_clipped``, ``psd_min_eigenvalue``).
 
     Returns
     -------
@@ -266,7 +444,11 @@ def solve(Q0, R0, T, v0, A, activation, times, *, lr, lr_second=0.0, train_secon
         ``time`` (n_t,), ``Q`` (n_t, K, K), ``R`` (n_t, K, M), ``v`` (n_t, K), ``test_loss`` (n_t,)
         = ε_g without noise, ``train_loss`` (n_t,) = ε_g + σ²/2, and ``info``: netCDF-safe attributes
         (solver, rtol, atol, nfev, status, message, diverged_at (−1 if none), model, activation, lr,
-        lr_second, train_second_layer (0/1), noise, batch_size, K, M).  After a divergence (a
+        lr_second, train_second_layer (0/1), noise, batch_size, K, M, variables, psd_clipped (number of
+        save times whose S had a negative eigenvalue, clipped to 0), psd_min_eigenvalue (the most
+        negative one before clipping, 0.0 if none), test_loss_clipped (number of save times whose ε_g,
+        evaluated from the projected overlaps, was negative by round-off and set to 0) and
+        test_loss_min_raw (the most negative such value, 0.0 if none)).  After a divergence (a
         RuntimeWarning is issued) the remaining rows are NaN.
 
     Raises
@@ -285,17 +467,35 @@ def solve(Q0, R0, T, v0, A, activation, times, *, lr, lr_second=0.0, train_secon
         raise ValueError("times must be non-decreasing")
     rtol = _check_real(rtol, "rtol", low=0.0, low_open=True)
     atol = _check_real(atol, "atol", low=0.0, low_open=True)
+    if variables not in ("auto", "schur", "overlaps"):
+        raise ValueError(f"variables={variables!r} is invalid: must be 'auto', 'schur' or 'overlaps'")
     K, M = R0.shape
-    sys_ = _System(T, v0, A, K, M, act, lr, lr_second, train, noise, batch_size, n_nodes)
+    sys_ = _System(T, v0, A, K, M, act, lr, lr_second, train, noise, batch_size, n_nodes,
+                   variables="overlaps" if variables == "overlaps" else "schur")
+    if variables == "schur" and sys_.variables != "schur":
+        raise ValueError("variables='schur' needs an invertible T (condition number <= 1e10)")
     res = integrate(sys_.rhs, sys_.pack(Q0, R0, v0), times, method=method, rtol=rtol, atol=atol,
                     name=f"two_layer ODE (K={K}, M={M}, {act.name}, lr={lr:g})")
-    Q, R, v = sys_.unpack(res.y)
+    Q, R, v, (n_clip, lam_min), S = sys_.unpack(res.y, project=True, return_schur=True)
     bad = ~np.all(np.isfinite(res.y), axis=1)
     v[bad] = np.nan
-    test = np.atleast_1d(two_layer_test_loss(Q, R, T, v, A, act, check=False))
+    if act.name == "relu" and sys_.variables == "schur":
+        # from the integrated S, not from Q − R T⁻¹ Rᵀ: ReLU's I2 has √(Gram determinant) terms that turn
+        # the round-off of that difference into ~1e-9 errors of ε_g near the teacher
+        test = _relu_test_loss_schur(S, R, T, v, A)
+    else:
+        test = np.atleast_1d(two_layer_test_loss(Q, R, T, v, A, act, check=False))
+    # ε_g = ½E[(ŷ − y)²] ≥ 0 on the PSD cone; a difference of O(1) closed-form terms can still round
+    # to a tiny negative number at the teacher: clip and record (never report a negative ε_g)
+    neg = test < 0.0
+    n_neg = int(np.count_nonzero(neg))
+    eg_min = float(np.min(test[neg])) if n_neg else 0.0
+    test = np.where(neg, 0.0, test)
     info = dict(res.info)
     info.update(model="two_layer", theory="ode", activation=str(act.name), lr=lr, lr_second=lr_second,
-                train_second_layer=int(train), noise=noise, batch_size=batch_size, K=int(K), M=int(M))
+                train_second_layer=int(train), noise=noise, batch_size=batch_size, K=int(K), M=int(M),
+                variables=sys_.variables, psd_clipped=n_clip, psd_min_eigenvalue=lam_min,
+                test_loss_clipped=n_neg, test_loss_min_raw=eg_min)
     return {"time": res.t, "Q": Q, "R": R, "v": v, "test_loss": test,
             "train_loss": np.atleast_1d(two_layer_train_loss(test, noise)), "info": info}
 

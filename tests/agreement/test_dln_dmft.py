@@ -1,7 +1,6 @@
 """DLN proportional regime: finite-d GD approaches the DMFT as d grows; DMFT input checks."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 import hidyn
@@ -10,7 +9,7 @@ from hidyn.validation.scaling import finite_size_study
 
 @pytest.mark.slow
 def test_single_run_distance_to_dmft_shrinks_with_d():
-    """Single GD runs fluctuate around the DMFT by O(d^(−1/2)) (dln.md §10 pitfall 9); the DMFT's own
+    """Single GD runs fluctuate around the DMFT by O(d^(−1/2)) (docs/theory/dln.md §10 pitfall 9); the DMFT's own
     sampling error (K = 16 000, ~1 % relative) is a floor below which the distance stops falling, so the
     fitted slope over d ∈ [256, 4096] is allowed anywhere in [−0.75, −0.25]."""
     study = finite_size_study("dln", [256, 1024, 4096], variables=["train_loss", "test_loss"], seeds=8,

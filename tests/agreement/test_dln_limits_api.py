@@ -1,4 +1,4 @@
-"""DLN long-time and α → 0 limits through hidyn.theory, and the DMFT against them (dln.md §4, §5.1)."""
+"""DLN long-time and α → 0 limits through hidyn.theory, and the DMFT against them (docs/theory/dln.md §4, §5.1)."""
 from __future__ import annotations
 
 import numpy as np
@@ -12,7 +12,7 @@ import hidyn
 def test_dmft_long_time_values_match_fixed_point_and_ols(ratio):
     """δ < 1: the implicit-bias fixed point; δ > 1: OLS (E_tr → σ²(1 − 1/δ), E_te → σ²δ/(δ − 1)).
 
-    α = 1 converges fastest.  Tolerance: 3 DMFT SEM + 0.005 — the drift still left at t = 10 (dln.md §10
+    α = 1 converges fastest.  Tolerance: 3 DMFT SEM + 0.005 — the drift still left at t = 10 (docs/theory/dln.md §10
     pitfall 10), measured ≤ 0.0025 between t = 10 and t = 20 with K = 8000.
     """
     kw = dict(ratio=ratio, sparsity=0.2, noise=0.3, init_scale=1.0)
@@ -31,7 +31,7 @@ def test_fixed_point_ridge_and_l1_bracket_the_dln_limit():
     kw = dict(ratio=0.5, sparsity=0.1, noise=0.1)
     ridge = float(hidyn.theory("dln", method="fixed_point", potential="ridge", **kw)["test_loss"][0])
     l1 = float(hidyn.theory("dln", method="fixed_point", potential="l1", **kw)["test_loss"][0])
-    # min-norm risk (1−δ)ρ + σ²δ/(1−δ) + σ² in closed form (dln.md §4 normalisation check)
+    # min-norm risk (1−δ)ρ + σ²δ/(1−δ) + σ² in closed form (docs/theory/dln.md §4 normalisation check)
     assert ridge == pytest.approx(0.5 * 0.1 + 0.01 * 0.5 / 0.5 + 0.01, rel=1e-8)
     for alpha in (3.0, 0.3, 0.01):
         mid = float(hidyn.theory("dln", method="fixed_point", init_scale=alpha, **kw)["test_loss"][0])

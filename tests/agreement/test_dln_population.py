@@ -1,4 +1,4 @@
-"""Slow agreement tests: DLN Monte-Carlo against the population closed form (dln.md §3)."""
+"""Slow agreement tests: DLN Monte-Carlo against the population closed form (docs/theory/dln.md §3)."""
 from __future__ import annotations
 
 import numpy as np
@@ -19,7 +19,7 @@ def test_dln_case(name, d):
 
 
 def test_online_sgd_departs_from_gradient_flow_at_large_eta_d_over_b():
-    """η·d/B = 0.5 is a different dynamics (dln.md §2.2): the GF closed form must be rejected."""
+    """η·d/B = 0.5 is a different dynamics (docs/theory/dln.md §2.2): the GF closed form must be rejected."""
     sim = hidyn.simulate("dln", d=512, ratio=None, algorithm="sgd", lr=0.05, batch_size=51, seeds=8,
                          t_max=10.0, n_times=30)
     cmp = hidyn.compare(sim, tolerance=hidyn.Tolerance(z=3.0, atol=0.01 * 0.11))

@@ -1,7 +1,7 @@
 """Slow agreement tests: single-index online SGD against the (m, s, q) ODE and the escape theory.
 
 * every registered ``single_index`` case of validation/cases.py, full d-dimensional SGD (16 seeds, d ≤ 2048)
-  against the ODE of single_index.md §2, with the family's default tolerance (documented in
+  against the ODE of docs/theory/single_index.md §2, with the family's default tolerance (documented in
   hidyn.families.single_index.default_tolerance) or the case's own;
 * the misaligned-spike cases must converge to the direction Σθ*, not θ* (note §4, mechanism 1);
 * the linear case must follow its exact solution m(t) = 1 − (1 − m₀)e^{−ηt} (note §3);

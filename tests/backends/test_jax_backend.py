@@ -59,7 +59,7 @@ def test_two_layer_trajectory_does_not_depend_on_chunking():
 
 
 def test_two_layer_step_matches_the_update_rule():
-    """Replay one step by hand from the same jax.random draws (teacher_student.md §1)."""
+    """Replay one step by hand from the same jax.random draws (docs/theory/teacher_student.md §1)."""
     spec = models.get("two_layer", d=40, K=2, M=3, activation="tanh", lr=0.7, lr_second=0.3,
                       train_second_layer=True, noise=0.2, A=[1.0, -0.5, 0.3], v0=[0.8, 1.2])
     be = jb.TwoLayerJaxBackend(spec)

@@ -16,7 +16,6 @@ from hidyn.solvers.mc import numba_backend as nb  # noqa: E402
 from hidyn.solvers.mc.dln_numpy import DLNNumpyBackend  # noqa: E402
 from hidyn.solvers.mc.two_layer_numpy import TwoLayerNumpyBackend  # noqa: E402
 
-
 # The numpy reference pins its floating-point order (np.sum of products, see its advance), which the
 # numba kernel reproduces: the bitwise tests compare against the reference itself.
 ExactOrderNumpy = TwoLayerNumpyBackend

@@ -3,7 +3,7 @@
 On the GPU the sample side (trajectories, response tangents, per-batch kernel rows) runs on the device
 and the O(T²) kernel algebra on the host, exactly as on the CPU.  The same seed must reproduce the
 numpy reference to the rounding level of tests/unit/test_dmft_jax.py, and a production-size solve
-(T = 150, K = 16 000, the size of dln.md §5.2) must run and agree with the reference within its
+(T = 150, K = 16 000, the size of docs/theory/dln.md §5.2) must run and agree with the reference within its
 Monte-Carlo error.
 """
 from __future__ import annotations

@@ -107,3 +107,55 @@ def test_validate_table(capsys):
     assert "dln_population_gf" in out and "closed_form" in out and "1 passed, 0 failed" in out
     assert main(["validate", "--family", "nope"]) == 2
     assert main(["validate", "--case", "nope"]) == 2
+
+
+STREAM = """
+import pathlib, sys, time
+import hidyn.validation.cases as cases
+from hidyn.cli import main
+
+real, go, calls = cases.run_case, pathlib.Path(sys.argv[1]), []
+
+def run_case(case, d, **kw):
+    calls.append(case.name)
+    if len(calls) == 2:                 # hold the second case until the test has seen the first row
+        deadline = time.time() + 300
+        while not go.exists() and time.time() < deadline:
+            time.sleep(0.05)
+    return real(case, d, **kw)
+
+cases.run_case = run_case
+sys.exit(main(["validate", "--quick", "--case", "dln_population_gf", "--case", "dln_population_gf"]))
+"""
+
+
+def test_validate_streams_each_row_as_it_finishes(tmp_path):
+    # issue #17.3: through a pipe the table came out only at the end.  The child holds its second case
+    # until this test has read the first case's row from the pipe, so a buffered row would time out.
+    import os
+    import queue
+    import threading
+
+    go = tmp_path / "go"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}   # a user's block-buffered pipe
+    proc = subprocess.Popen([sys.executable, "-c", STREAM, str(go)], stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True, env=env)
+    lines: queue.Queue = queue.Queue()
+    reader = threading.Thread(target=lambda: [lines.put(ln) for ln in proc.stdout], daemon=True)
+    reader.start()
+    try:
+        seen = []
+        while not any(ln.startswith("dln_population_gf") for ln in seen):
+            seen.append(lines.get(timeout=240))          # the first row, while case 2 is still held
+        assert proc.poll() is None and not any("passed," in ln for ln in seen)
+        go.touch()
+        assert proc.wait(timeout=240) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    reader.join(timeout=30)                              # it ends at the end of the pipe
+    while not lines.empty():
+        seen.append(lines.get_nowait())
+    assert sum(ln.startswith("dln_population_gf") for ln in seen) == 2
+    assert seen[-1].startswith("2 passed, 0 failed")

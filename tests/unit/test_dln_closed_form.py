@@ -1,4 +1,4 @@
-"""The DLN closed form (dln.md §3) against independent computations."""
+"""The DLN closed form (docs/theory/dln.md §3) against independent computations."""
 from __future__ import annotations
 
 import numpy as np
@@ -29,7 +29,7 @@ def test_closed_form_matches_ode(p0, q0, b, clock):
 
 
 def test_uv_mirror_flow_form():
-    """β̇ = −(β − b)·√(Δ² + 4β²) with Δ = 4γ (uv, dln.md §3), by finite differences of the closed form."""
+    """β̇ = −(β − b)·√(Δ² + 4β²) with Δ = 4γ (uv, docs/theory/dln.md §3), by finite differences of the closed form."""
     p0 = q0 = 0.02
     t = np.linspace(0.1, 5, 50)
     h = 1e-6
@@ -48,7 +48,7 @@ def test_sign_freezing_balanced_init():
 def test_tiny_init_scale_is_finite_and_escapes_on_log_clock():
     alpha = 1e-40
     p0 = q0 = alpha ** 2 / 2
-    t_half = (np.log(1 / alpha) + 0.5 * np.log(2.0)) / 1.0  # dln.md §3 escape time for b = 1
+    t_half = (np.log(1 / alpha) + 0.5 * np.log(2.0)) / 1.0  # docs/theory/dln.md §3 escape time for b = 1
     beta = beta_flow(np.array([0.9 * t_half, t_half, 1.1 * t_half]), 1.0, p0, q0)
     assert np.all(np.isfinite(beta))
     assert beta[0] < 0.05 and beta[1] == pytest.approx(0.5, abs=0.01) and beta[2] > 0.95

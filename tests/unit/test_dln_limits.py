@@ -1,4 +1,4 @@
-"""Long-time and α → 0 limits of DLN gradient flow (dln.md §4) against independent computations.
+"""Long-time and α → 0 limits of DLN gradient flow (docs/theory/dln.md §4) against independent computations.
 
 References used here: the finite-d gradient flow of :mod:`hidyn.solvers.mc.dln_numpy` (integrated to long
 times), the exact population flow of :mod:`hidyn.solvers.closed_form.dln`, min-ℓ2 (pseudo-inverse) and
@@ -46,7 +46,7 @@ def _min_l1(X, y):
 
 
 def _phi(beta, Delta):
-    """The note's potential φ_Δ (dln.md §4), written independently of the solver."""
+    """The note's potential φ_Δ (docs/theory/dln.md §4), written independently of the solver."""
     return 0.5 * (beta * np.arcsinh(2 * beta / Delta) - np.sqrt(beta ** 2 + Delta ** 2 / 4) + Delta / 2)
 
 
@@ -216,7 +216,7 @@ def test_ridge_potential_gives_min_norm_risk(ratio, sparsity, noise, teacher):
 
 
 def test_note_values_and_alpha_limits():
-    """dln.md §4 quotes 0.2791, 0.2798, 0.3008 (0.3203) at α = 1, 0.5, 0.1 (0.01) for δ = 0.5, ρ = 0.2,
+    """docs/theory/dln.md §4 quotes 0.2791, 0.2798, 0.3008 (0.3203) at α = 1, 0.5, 0.1 (0.01) for δ = 0.5, ρ = 0.2,
     σ = 0.3 (pesme, rademacher); large α tends to the ridge value and α → 0 to the ℓ1 value, only as
     1/log(1/α) (the potential is ½|β|·log(4|β|/(e|Δ|)))."""
     common = dict(ratio=0.5, sparsity=0.2, teacher="rademacher", noise=0.3)
@@ -338,7 +338,7 @@ def test_fixed_point_vs_finite_d_interpolator_note_alphas():
 
 @pytest.mark.slow
 def test_fixed_point_is_long_time_dmft():
-    """The DMFT of GD (η = 0.1, t = 15, K = 8000) has reached the fixed point at α = 1 (dln.md §5.1).
+    """The DMFT of GD (η = 0.1, t = 15, K = 8000) has reached the fixed point at α = 1 (docs/theory/dln.md §5.1).
     GD and GF have O(η) different implicit biases; the slack 0.004 covers it."""
     from hidyn.solvers.dmft.dln import solve
 
@@ -442,7 +442,7 @@ def test_jump_process_structure():
 
 
 def test_tiny_alpha_gradient_flow_approaches_jump_process():
-    """∫|β_α(τ) − β_0(τ)|dτ shrinks like 1/log(1/α) (dln.md §10 pitfall 11)."""
+    """∫|β_α(τ) − β_0(τ)|dτ shrinks like 1/log(1/α) (docs/theory/dln.md §10 pitfall 11)."""
     X, y = _s2s_instance()
     jumps = saddle_to_saddle(X, y)
     grid = np.linspace(0.0, 1.3 * jumps["taus"][-1], 1501)

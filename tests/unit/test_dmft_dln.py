@@ -2,11 +2,11 @@
 
 Every expected value is computed independently inside this file:
 
-* δ → ∞ (dln.md §5.1 "Limits"): M → I and ζ → 0, so each coordinate runs GD on g = β − β*.  The
+* δ → ∞ (docs/theory/dln.md §5.1 "Limits"): M → I and ζ → 0, so each coordinate runs GD on g = β − β*.  The
   reference iterates that scalar recursion exactly for each teacher value and averages over the teacher
   prior exactly (rademacher: two values; gauss: Gauss–Hermite quadrature).  Its gradient-flow limit is
-  the Riccati / logistic closed form of dln.md §3, written out below.
-* finite d: a few-line numpy GD on an explicit Gaussian design (dln.md §2), averaged over seeds.
+  the Riccati / logistic closed form of docs/theory/dln.md §3, written out below.
+* finite d: a few-line numpy GD on an explicit Gaussian design (docs/theory/dln.md §2), averaged over seeds.
 * tangents: finite differences of the single-site process at fixed field noise and memory kernel.
 """
 from __future__ import annotations
@@ -27,7 +27,7 @@ ALPHA = 0.3
 # independent references
 # ----------------------------------------------------------------------------------------------------
 def uv_init(init, alpha):
-    """(u0, v0) of dln.md §2.2 (uv form)."""
+    """(u0, v0) of docs/theory/dln.md §2.2 (uv form)."""
     return {"pesme": (math.sqrt(2) * alpha, 0.0), "pm": (2 * alpha, 0.0), "balanced": (alpha, alpha)}[init]
 
 
@@ -54,7 +54,7 @@ def coordinate_gd(b, init, alpha, lr, n_steps, parametrization="uv", h=None):
 
 
 def riccati(b, u0, v0, t):
-    """Gradient-flow β(t) of dln.md §3 for each teacher value b; shape (len(t), len(b))."""
+    """Gradient-flow β(t) of docs/theory/dln.md §3 for each teacher value b; shape (len(t), len(b))."""
     b = np.asarray(b, dtype=float)[None, :]
     t = np.asarray(t, dtype=float)[:, None]
     Delta = u0**2 - v0**2
@@ -103,7 +103,7 @@ def population_curves(init, alpha, lr, n_steps, teacher, sparsity, noise, parame
 @pytest.mark.parametrize("parametrization", ["uv", "pm"])
 @pytest.mark.parametrize("init", ["pesme", "pm", "balanced"])
 def test_initial_losses(init, parametrization):
-    # dln.md §5.2: E_tr(0) = E_te(0) = E(β0 − β*)² + σ² (ρ + σ² for pesme/pm, ρ + α⁴ + σ² balanced).
+    # docs/theory/dln.md §5.2: E_tr(0) = E_te(0) = E(β0 − β*)² + σ² (ρ + σ² for pesme/pm, ρ + α⁴ + σ² balanced).
     rho, sigma = 0.2, 0.3
     out = dln.solve(ratio=0.7, sparsity=rho, noise=sigma, init_scale=ALPHA, init=init,
                     parametrization=parametrization, lr=0.05, n_steps=2, n_samples=2000,
@@ -195,7 +195,7 @@ def test_large_ratio_gauss_teacher_within_monte_carlo_error():
 
 
 def test_gradient_flow_extrapolation_matches_closed_form():
-    # dln.md §3: GD at step η differs from the GF closed form by O(η); Richardson 2f(η/2) − f(η)
+    # docs/theory/dln.md §3: GD at step η differs from the GF closed form by O(η); Richardson 2f(η/2) − f(η)
     # removes the leading term.  Checked at δ = 1e5 (O(1/δ) = 1e-5 away from the population limit).
     rho, lr, T = 0.2, 0.05, 60
     kw = dict(ratio=1e5, sparsity=rho, noise=0.0, init_scale=ALPHA, n_samples=2000, error_method="jackknife")
@@ -217,7 +217,7 @@ def test_gradient_flow_extrapolation_matches_closed_form():
 @pytest.mark.parametrize("init,parametrization,clock", [("balanced", "uv", 1.0), ("pm", "pm", 2.0)])
 def test_gradient_flow_other_inits_and_pm_clock(init, parametrization, clock):
     # balanced: logistic closed form (Δ = 0).  pm with w±(0) = α: uv closed form with Δ = 4α² at
-    # time 2t (dln.md §2.3, the pm clock runs twice as fast and is not converted).
+    # time 2t (docs/theory/dln.md §2.3, the pm clock runs twice as fast and is not converted).
     rho, lr, T = 0.2, 0.04, 50
     gf = dln.solve_gradient_flow(ratio=1e5, sparsity=rho, noise=0.0, init_scale=ALPHA, init=init,
                                  parametrization=parametrization, lr=lr, n_steps=T, n_samples=2000,
@@ -276,7 +276,7 @@ def test_tangents_with_memory_match_finite_differences(parametrization):
 def test_float32_tangents_agree_with_float64():
     kw = dict(ratio=0.5, sparsity=0.1, noise=0.1, init_scale=ALPHA, lr=0.1, n_steps=40, n_samples=2000,
               seed=2, error_method="jackknife")
-    # Same samples and noise: only the tangent precision differs (dln.md §10 pitfall 7: 1e-5).  The
+    # Same samples and noise: only the tangent precision differs (docs/theory/dln.md §10 pitfall 7: 1e-5).  The
     # cutoff is 1e-6 here because at 1e-8 one conditional variance of this run sits at the cutoff and
     # float32 rounding flips its keep/cut decision, which re-draws ζ from then on (a statistically
     # equivalent sample, different by the Monte-Carlo error, 1e-3 here).
@@ -317,7 +317,7 @@ def test_memory_refusal_states_estimate_and_remedies():
     est = dln.estimate_memory(16000, 400, "float32")["total"]
     assert f"{est / 1e9:.2f} GB" in msg
     assert "n_samples" in msg and "lr" in msg and "memory_budget_gb" in msg
-    # dln.md §10 pitfall 7: T = 400 at K = 16 000 needs about 10 GB with a square float32 layout;
+    # docs/theory/dln.md §10 pitfall 7: T = 400 at K = 16 000 needs about 10 GB with a square float32 layout;
     # the triangular layout needs about half of it.
     assert 4e9 < est < 8e9
     # T = 150, K = 16 000 fits the default 4 GB budget (1.45 GB square, less here)
@@ -354,7 +354,7 @@ def test_invalid_inputs_name_the_parameter(bad, match):
 
 
 def test_warns_above_gd_stability_bound():
-    # δ = 0.5, rademacher, pesme α = 0.3: bound 2/(√(Δ²+4)·(1+√2)²) ≈ 0.171 (dln.md §10 pitfall 4)
+    # δ = 0.5, rademacher, pesme α = 0.3: bound 2/(√(Δ²+4)·(1+√2)²) ≈ 0.171 (docs/theory/dln.md §10 pitfall 4)
     bound = dln.gd_stability_bound(0.5, 1.0, 2 * ALPHA**2)
     assert bound == pytest.approx(2 / (math.sqrt(4 * ALPHA**4 + 4) * (1 + 2**0.5) ** 2))
     assert dln.gd_stability_bound(0.5, 1.0, 2 * ALPHA**2, "pm") == pytest.approx(bound / 2)

@@ -127,7 +127,7 @@ def test_cholesky_cutoff_keeps_factor_bounded_on_numerically_low_rank_matrix():
     # (eigenvalues falling faster than exponentially) a plain forward substitution over the kept
     # pivots violates this by factors 3-20 at rtol = 1e-8 (rounding amplified along chains of small
     # pivots); the factor must keep bounded rows, drop at most rtol·Q_kk from each diagonal entry and
-    # be off by at most ~√rtol elsewhere (dln.md §10 pitfall 5).
+    # be off by at most ~√rtol elsewhere (docs/theory/dln.md §10 pitfall 5).
     for width, t in ((0.5, np.linspace(0, 6, 120)), (2.0, np.linspace(0, 3, 150))):
         Q = np.exp(-width * (t[:, None] - t[None, :]) ** 2)
         rtol = 1e-8

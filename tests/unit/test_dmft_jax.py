@@ -71,7 +71,7 @@ def test_same_seed_agrees_to_rounding(pair):
     for key in ("C_delta", "R_beta", "M", "C_r"):
         scale = np.abs(ref[key]).max()
         np.testing.assert_allclose(same[key], ref[key], rtol=0, atol=1e-3 * scale, err_msg=key)
-    # causal structure of the kernels is exact, as in the reference (dln.md §10 pitfall 8)
+    # causal structure of the kernels is exact, as in the reference (docs/theory/dln.md §10 pitfall 8)
     assert np.all(np.triu(same["R_beta"]) == 0)
     np.testing.assert_array_equal(np.diag(same["M"]), 1.0)
     np.testing.assert_array_equal(same["C_delta"], same["C_delta"].T)

@@ -1,4 +1,4 @@
-"""Gaussian averages of the two-layer theory (hidyn.gaussian; teacher_student.md §3, §4).
+"""Gaussian averages of the two-layer theory (hidyn.gaussian; docs/theory/teacher_student.md §3, §4).
 
 References used here are independent of the code under test:
 * Isserlis/Wick moments (exact) for :func:`expect` and the polynomial activations;
@@ -343,3 +343,18 @@ def test_orthant_probability():
     assert G.orthant_probability(np.eye(3)) == pytest.approx(0.125)
     with pytest.raises(ValueError, match="positive diagonal"):
         G.orthant_probability(np.zeros((2, 2)))
+
+
+def test_relu_i2_diagonal_and_nearly_parallel_fields_are_exact():
+    """E[relu(u)²] = C/2 exactly (arccos(ρ) at ρ rounding to 1 − 1e-16 used to give 1e-8 errors), and
+    nearly parallel fields u_a = z1, u_b = z1 + e z2 agree with an orthant-probability derivation."""
+    var = np.linspace(0.1, 3.0, 50)                    # arccos(ρ) was up to 8.9e-9 off on this grid
+    np.testing.assert_allclose(np.diag(G.two_layer_i2("relu", np.diag(var))), var / 2.0, rtol=1e-15, atol=0)
+    # E_z1[relu(z1) relu(z1 + s)] = 1/2 + s/√(2π) for s ≥ 0 and Φ(s) for s < 0.  Averaged over s = e z2:
+    # the s ≥ 0 half gives 1/4 + e/(2π); the s < 0 half is P(z2 < 0, z3 < e z2) for an independent z3, a
+    # bivariate orthant probability with correlation −e/√(1 + e²): 1/4 − arctan(e)/(2π)
+    e = 1e-7
+    want = 0.5 + (e - math.atan(e)) / (2 * math.pi)
+    cov = np.array([[1.0, 1.0], [1.0, 1.0 + e * e]])
+    # arccos(ρ) with ρ = 1/√(1 + e²) rounding near 1 was 3.6e-10 (relative) off here
+    assert G.two_layer_i2("relu", cov)[0, 1] == pytest.approx(want, rel=1e-14)

@@ -1,4 +1,5 @@
-"""Tests of hidyn.hermite: Hermite coefficients, Mehler sums, kink-aware polar quadrature (single_index.md §3).
+"""Tests of hidyn.hermite: Hermite coefficients, Mehler sums, kink-aware polar quadrature
+(docs/theory/single_index.md §3).
 
 Expected values are derived independently of the code under test: scipy's He_n, Isserlis' theorem,
 closed forms of the ReLU (arc-cosine) kernels and of the ReLU Hermite coefficients, adaptive scipy

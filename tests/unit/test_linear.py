@@ -10,8 +10,13 @@ import pytest
 from scipy.integrate import quad
 
 import hidyn
-from hidyn.models.linear import LinearSpec, eigenvalues, lr_values, sgd_kernel_mass, sgd_stability_bound, \
-    teacher_coefficients
+from hidyn.models.linear import (
+    eigenvalues,
+    lr_values,
+    sgd_kernel_mass,
+    sgd_stability_bound,
+    teacher_coefficients,
+)
 from hidyn.solvers.closed_form.linear import gd_marchenko_pastur, mp_quadrature, sgd_recursion, volterra_loss
 
 
@@ -60,7 +65,6 @@ def test_spectrum_teacher_and_schedules():
     lam = eigenvalues(s)
     assert lam.sum() == pytest.approx(1.0) and lam[0] / lam[1] == pytest.approx(4.0)
     w = teacher_coefficients(s)
-    k = np.arange(1, 51)
     assert (lam * w ** 2).sum() == pytest.approx(1.0)
     assert (lam * w ** 2)[0] / (lam * w ** 2)[9] == pytest.approx(10.0 ** 1.2)
     assert teacher_coefficients(spec(teacher="isotropic")) is None
@@ -186,7 +190,7 @@ def test_compute_optimal_batch_is_the_grid_minimum_of_best_constant_steps():
     lam, v0 = eigenvalues(s), initial_mode_errors(s)
     out = compute_optimal_batch(lam, v0, 512, [1, 8, 64])
     assert np.all(out["best_lr"] < out["lr_max"])
-    for B, eta, loss in zip([1, 8, 64], out["best_lr"], out["final_loss"]):
+    for B, loss in zip([1, 8, 64], out["final_loss"]):
         k = 512 // B
         brute = [sgd_recursion(lam, v0, np.full(k, e), B, 0.0, [k])["test_loss"][0]
                  for e in np.linspace(0.05, 0.999, 60) * sgd_stability_bound(lam, B)]

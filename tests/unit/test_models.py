@@ -1,6 +1,7 @@
 """Spec validation: every bad value raises a ValueError naming the parameter and the valid range."""
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -37,7 +38,7 @@ def test_unknown_parameter_and_model():
 
 def test_spec_is_frozen_and_replace_validates():
     spec = models.get("dln", d=100)
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         spec.d = 3
     assert spec.replace(d=200).d == 200
     with pytest.raises(ValueError, match="d=-1"):

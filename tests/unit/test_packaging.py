@@ -55,3 +55,31 @@ def test_import_is_light():
             "if m in sys.modules]; print(','.join(heavy))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_sdist_holds_tests_examples_and_license(tmp_path):
+    """Issue #17.4: the sdist held only tests/test_examples.py; MANIFEST.in now ships the whole suite.
+
+    The source tree is copied first so that building writes no egg-info into the checkout.
+    """
+    import shutil
+    import tarfile
+
+    src = tmp_path / "src"
+    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(".git", ".venv", "__pycache__", "*.egg-info",
+                                                             "build", "dist", "out", ".pytest_cache"))
+    code = "import sys; from setuptools import build_meta; print(build_meta.build_sdist(sys.argv[1]))"
+    res = subprocess.run([sys.executable, "-c", code, str(tmp_path / "dist")], cwd=src, capture_output=True,
+                         text=True)
+    assert res.returncode == 0, res.stderr[-3000:]
+    name = res.stdout.strip().splitlines()[-1]
+    with tarfile.open(tmp_path / "dist" / name) as tar:
+        members = {m.split("/", 1)[1] for m in tar.getnames() if "/" in m}
+    tracked = subprocess.run(["git", "ls-files", "tests", "examples", "benchmarks"], cwd=ROOT,
+                             capture_output=True, text=True)
+    expected = set(tracked.stdout.split()) if tracked.returncode == 0 else set()
+    expected |= {"LICENSE", "README.md", "MANIFEST.in", "tests/conftest.py", "tests/test_examples.py",
+                 "tests/unit/test_packaging.py", "examples/quickstart.py", "benchmarks/mc_throughput.py"}
+    assert expected - members == set()
+    assert any(m.startswith("tests/agreement/") for m in members)
+    assert not [m for m in members if "__pycache__" in m or m.endswith((".pyc", ".nc"))]

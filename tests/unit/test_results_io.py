@@ -19,7 +19,7 @@ def test_schema_of_simulation_and_theory(sim):
     th = hidyn.theory("dln", ratio=None, t_max=1.0, n_times=6)
     validate_dataset(th)
     for ds in (sim, th):
-        for name, var in ds.data_vars.items():
+        for var in ds.data_vars.values():
             assert var.attrs["long_name"] and "units" in var.attrs
         assert ds.attrs["model"] == "dln" and ds.attrs["hidyn_version"] == hidyn.__version__
     assert sim["test_loss"].dims == ("seed", "time")
@@ -85,3 +85,40 @@ def test_save_to_missing_or_readonly_directory(sim, tmp_path):
             hidyn.save(sim, ro / "run.nc")
     finally:
         ro.chmod(0o700)
+
+
+def test_zarr_round_trip(sim, tmp_path):
+    # issue #17.4: with zarr 2 the installed xarray could neither save nor load (zarr_format keyword);
+    # the extra pins zarr >= 3 and this round trip runs wherever zarr is installed
+    pytest.importorskip("zarr", minversion="3")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                # no consolidated-metadata or fallback warnings
+        path = hidyn.save(sim, tmp_path / "run.zarr")
+        back = hidyn.load(path)
+    xr.testing.assert_identical(back, sim)
+    for key, val in sim.attrs.items():               # attrs keep their types (arrays stay arrays)
+        assert type(back.attrs[key]) is type(val), key
+    np.testing.assert_array_equal(back.attrs["diverged_at"], sim.attrs["diverged_at"])
+    assert spec_from_dataset(back) == spec_from_dataset(sim)
+    assert not list(tmp_path.glob(".*tmp*"))
+
+
+def test_zarr_extra_excludes_what_the_installed_xarray_cannot_use():
+    # the pin follows xarray's own requirement on zarr (its "io" extra), not a hard-coded version
+    import configparser
+    import importlib.metadata
+    from pathlib import Path
+
+    requirements = pytest.importorskip("packaging.requirements")
+    xarray_reqs = [requirements.Requirement(r) for r in importlib.metadata.requires("xarray") or []]
+    theirs = [r for r in xarray_reqs if r.name == "zarr"]
+    if not theirs:
+        pytest.skip("the installed xarray declares no zarr requirement")
+    cfg = configparser.ConfigParser()
+    cfg.read(Path(__file__).resolve().parents[2] / "setup.cfg")
+    (pin,) = [requirements.Requirement(r) for r in cfg["options.extras_require"]["zarr"].split()]
+    for version in ("2.17.0", "2.18.7", "3.0.0", "3.0.8", "3.1.6"):
+        if version not in theirs[0].specifier:
+            assert version not in pin.specifier, (version, str(pin), str(theirs[0]))

@@ -1,4 +1,4 @@
-"""Single-index spec validation, Monte-Carlo backends, family glue and escape-time API (single_index.md §1).
+"""Single-index spec validation, Monte-Carlo backends, family glue and escape-time API (docs/theory/single_index.md §1).
 
 Independent references: the note's formulas written out by hand here (spiked covariance, one SGD step
 per geometry, exact initial overlaps), the ODE for the divergence check, and the full d-dimensional SGD
@@ -16,8 +16,7 @@ import hidyn
 from hidyn import models, rng
 from hidyn.families import single_index as fam
 from hidyn.models.single_index import feasibility_gap
-from hidyn.solvers.mc.single_index_numpy import (SingleIndexNumpyBackend, child_generators,
-                                                 draw_initial_weights)
+from hidyn.solvers.mc.single_index_numpy import SingleIndexNumpyBackend, child_generators, draw_initial_weights
 
 
 def h(k, x):

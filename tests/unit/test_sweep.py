@@ -3,13 +3,11 @@ from __future__ import annotations
 
 import json
 import multiprocessing
-import os
 import subprocess
 import sys
 import textwrap
 import time
 from concurrent.futures import ProcessPoolExecutor
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -126,3 +124,65 @@ def test_single_parameter_grid_becomes_a_dimension():
                      n_times=4)
     assert th["test_loss"].dims == ("init_scale", "time")
     np.testing.assert_array_equal(th["init_scale"].values, [0.1, 0.2, 0.4])
+
+
+# -- one time axis (issue #17.2): points whose clocks differ are aligned, never outer-joined with NaN ------
+
+def test_issue_example_two_layer_lr_by_d_has_no_nan():
+    # online SGD: t = steps/d, so d = 250 and d = 1000 save at different times for the same request
+    ds = hidyn.sweep(hidyn.simulate, {"lr": [0.1, 0.5], "d": [250, 1000]}, model="two_layer", seeds=2,
+                     t_max=2.0)
+    for name in ds.data_vars:
+        assert not ds[name].isnull().any(), name
+    assert ds["time_reached"].dims == ("lr", "d", "time")
+    for d in (250, 1000):
+        gap = np.abs(ds["time_reached"].sel(d=d) - ds["time"])
+        assert float(gap.max()) <= 0.5 / d + 1e-12               # the nearest whole step
+    # the aligned record is the run itself: rerun one point on the shared grid, pick the reached times
+    one = hidyn.simulate("two_layer", d=250, lr=0.5, seeds=2, times=ds["time"].values)
+    reached = ds["time_reached"].sel(lr=0.5, d=250).values
+    np.testing.assert_array_equal(ds["test_loss"].sel(lr=0.5, d=250).values,
+                                  one["test_loss"].sel(time=reached).values)
+
+
+def test_gd_lr_sweep_shares_the_requested_grid():
+    # GD: t = η·k, so η = 0.1, 0.3, 0.5 reach different times (and 3·0.1 = 0.30000000000000004)
+    lrs = [0.1, 0.3, 0.5]
+    ds = hidyn.sweep(hidyn.simulate, {"lr": lrs}, model="dln", d=64, ratio=0.5, seeds=2, t_max=3.0,
+                     n_times=20)
+    assert not ds["test_loss"].isnull().any() and ds.sizes["time"] == 20
+    assert ds["time"].values[1] == 0.5                          # the log grid starts at the coarsest step
+    for lr in lrs:
+        reached = ds["time_reached"].sel(lr=lr).values
+        np.testing.assert_allclose(reached, np.rint(ds["time"].values / lr) * lr, rtol=0, atol=1e-12)
+    one = hidyn.simulate("dln", d=64, ratio=0.5, lr=0.3, seeds=2, times=ds["time"].values)
+    np.testing.assert_array_equal(ds["test_loss"].sel(lr=0.3).values,
+                                  one["test_loss"].sel(time=ds["time_reached"].sel(lr=0.3).values).values)
+
+
+def _grid_with_rounding(x):
+    # two points whose save times differ only in the last bit (0.3 vs 0.1·3)
+    t = np.array([0.0, 0.1, 0.2, 0.3]) if x == 0 else np.arange(4) * 0.1
+    assert x == 0 or t[3] != 0.3
+    return xr.Dataset({"test_loss": (("time",), np.full(4, float(x)), {"long_name": "l", "units": "1"})},
+                      coords={"time": t}, attrs={"hidyn_version": "0", "model": "dln", "method": "test"})
+
+
+def test_float_noise_in_times_is_not_a_new_time():
+    ds = hidyn.sweep(_grid_with_rounding, {"x": [0, 1]})
+    assert ds.sizes["time"] == 4 and not ds["test_loss"].isnull().any()
+    assert "time_reached" not in ds.coords
+
+
+def test_genuinely_different_grids_raise_instead_of_nan():
+    with pytest.raises(ValueError, match="different time grids.*times="):
+        hidyn.sweep(hidyn.theory, {"t_max": [1.0, 2.0]}, model="dln", ratio=None, n_times=5)
+    # a shared times= makes them one axis again
+    th = hidyn.sweep(hidyn.theory, {"init_scale": [0.1, 0.2]}, model="dln", ratio=None, times=[0.0, 0.5, 1.0])
+    np.testing.assert_array_equal(th["time"].values, [0.0, 0.5, 1.0])
+
+
+def test_other_mismatched_coordinates_warn():
+    with pytest.warns(RuntimeWarning, match="different 'seed' coordinates"):
+        hidyn.sweep(hidyn.simulate, {"seeds": [1, 2]}, model="dln", d=16, ratio=None, algorithm="gf",
+                    t_max=1.0, n_times=3)

@@ -47,7 +47,7 @@ def test_random_start_statistics():
 
 
 def test_one_sgd_step_matches_the_update_rule():
-    """Replay one step by hand from the same input stream (teacher_student.md §1)."""
+    """Replay one step by hand from the same input stream (docs/theory/teacher_student.md §1)."""
     spec = models.get("two_layer", d=50, K=2, M=3, lr=0.7, lr_second=0.3, train_second_layer=True,
                       noise=0.2, activation="tanh", A=[1.0, -0.5, 0.3], v0=[0.8, 1.2])
     be = TwoLayerNumpyBackend(spec)
