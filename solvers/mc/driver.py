@@ -9,6 +9,11 @@ A backend is an object built from ``(spec, precision)`` with
 * ``init(seed_sequences) → state``, ``advance(state, n) → state``, ``observe(state) → dict`` of
   arrays shaped (n_seeds, *extra dims)``, and ``attrs(state) → dict`` of extra netCDF-safe attrs.
 
+A family may declare the admissible set of its observed order parameters (``inadmissible`` argument of
+:func:`run`, from ``hidyn.families.<model>.inadmissible``): a seed whose overlaps leave it (non-PSD
+overlap matrix, |m| > 1 on the sphere, norms running away) is stopped and recorded as diverged, like a
+seed whose loss blows up.
+
 The driver holds no family logic; backends hold no scheduling logic.
 """
 from __future__ import annotations
@@ -61,7 +66,7 @@ def _loss_key(obs):
 
 
 def run(backend, seed_sequences, times, *, progress=None, chunk_steps: int | None = None,
-        desc: str = "simulate"):
+        desc: str = "simulate", inadmissible=None):
     """Run ``backend`` for every seed and record its observables at ``times``.
 
     Parameters
@@ -74,13 +79,17 @@ def run(backend, seed_sequences, times, *, progress=None, chunk_steps: int | Non
         Show a tqdm progress bar over the steps; ``None`` shows it only on a terminal.
     chunk_steps : int, optional
         Longest stretch advanced without updating the bar (default: ~200 chunks per run).
+    inadmissible : callable ``(obs, first_obs) -> dict reason -> bool array (n_seeds,)``, optional
+        The family's admissibility check of the observed order parameters (``first_obs`` is the
+        observation at the first save time, for scales); a True entry stops that seed as diverged.
 
     Returns
     -------
     times : ndarray (n_saved,)
     data : dict name -> ndarray (n_seeds, n_saved, *extra)
     info : dict
-        ``diverged_at`` (per seed, −1 when none), ``n_steps`` and the backend's attrs.
+        ``diverged_at`` (per seed, −1 when none), ``divergence_reason`` (per seed, '' when none),
+        ``n_steps`` and the backend's attrs.
     """
     from tqdm.auto import tqdm
 
@@ -98,6 +107,8 @@ def run(backend, seed_sequences, times, *, progress=None, chunk_steps: int | Non
     diverged_at = np.full(n_seeds, -1.0)
     alive = np.ones(n_seeds, dtype=bool)
     loss0 = None
+    obs0 = None
+    reasons = [""] * n_seeds
     position = 0.0 if continuous else 0
     disable = None if progress is None else not progress  # None: tqdm shows it only on a terminal
     bar = tqdm(total=total, desc=desc, disable=disable, unit="t" if continuous else "step", leave=False)
@@ -119,12 +130,27 @@ def run(backend, seed_sequences, times, *, progress=None, chunk_steps: int | Non
             key = _loss_key(obs)
             if key is not None and loss0 is None:
                 loss0 = np.abs(np.asarray(obs[key], dtype=np.float64))
-            bad = np.zeros(n_seeds, dtype=bool)
+            if obs0 is None:
+                obs0 = {name: np.array(arr, dtype=np.float64) for name, arr in obs.items()}
+            checks = {}
+            nonfinite = np.zeros(n_seeds, dtype=bool)
             for name, arr in obs.items():
                 arr = np.asarray(arr, dtype=np.float64)
-                bad |= ~np.all(np.isfinite(arr.reshape(n_seeds, -1)), axis=1)
+                nonfinite |= ~np.all(np.isfinite(arr.reshape(n_seeds, -1)), axis=1)
+            checks["non-finite values"] = nonfinite
             if key is not None:
-                bad |= np.abs(np.asarray(obs[key], dtype=np.float64)) > BLOWUP_FACTOR * (loss0 + 1.0)
+                with np.errstate(invalid="ignore"):
+                    checks[f"{key} grew by >{BLOWUP_FACTOR:.0e}x"] = (
+                        np.abs(np.asarray(obs[key], dtype=np.float64)) > BLOWUP_FACTOR * (loss0 + 1.0))
+            if inadmissible is not None:
+                with np.errstate(all="ignore"):
+                    checks.update(inadmissible(obs, obs0))
+            bad = np.zeros(n_seeds, dtype=bool)
+            for reason, flag in checks.items():
+                flag = np.asarray(flag, dtype=bool)
+                for i in np.flatnonzero(flag & alive & ~bad):
+                    reasons[i] = reason
+                bad |= flag
             newly = bad & alive
             diverged_at[newly] = actual[j]
             alive &= ~bad
@@ -136,9 +162,11 @@ def run(backend, seed_sequences, times, *, progress=None, chunk_steps: int | Non
         bar.close()
     info = {"diverged_at": diverged_at, "n_steps": float(position), **backend.attrs(state)}
     if np.any(diverged_at >= 0):
-        first = float(diverged_at[diverged_at >= 0].min())
-        warnings.warn(f"{int(np.sum(diverged_at >= 0))} of {n_seeds} seeds diverged (first at "
-                      f"t = {first:.6g}: a loss grew by >{BLOWUP_FACTOR:.0e}× or became non-finite); "
-                      f"their later values are NaN and attrs['diverged_at'] records the times. "
-                      f"Lower the learning rate.", RuntimeWarning, stacklevel=3)
+        info["divergence_reason"] = "; ".join(f"seed {i}: {r}" for i, r in enumerate(reasons) if r)
+        div = np.flatnonzero(diverged_at >= 0)
+        first = div[np.argmin(diverged_at[div])]
+        warnings.warn(f"{div.size} of {n_seeds} seeds diverged (first at t = {diverged_at[first]:.6g}: "
+                      f"{reasons[first]}); their later values are NaN, attrs['diverged_at'] records the "
+                      f"times and attrs['divergence_reason'] why. Lower the learning rate.",
+                      RuntimeWarning, stacklevel=3)
     return actual, data, info

@@ -18,6 +18,7 @@ import math
 import numpy as np
 from scipy import optimize
 
+from hidyn.admissibility import Q_RUNAWAY, two_layer_margin, two_layer_scale
 from hidyn.activations import get_activation
 from hidyn.gaussian import check_covariance, two_layer_averages
 from hidyn.observables import two_layer_test_loss, two_layer_train_loss
@@ -287,8 +288,23 @@ def solve(Q0, R0, T, v0, A, activation, times, *, lr, lr_second=0.0, train_secon
     atol = _check_real(atol, "atol", low=0.0, low_open=True)
     K, M = R0.shape
     sys_ = _System(T, v0, A, K, M, act, lr, lr_second, train, noise, batch_size, n_nodes)
+    # the flow of Gram matrices keeps Ω = [[Q, R], [Rᵀ, T]] PSD and, below the stability limit, the
+    # norms Q_kk bounded; leaving either set is a divergence (hidyn.admissibility, issue #12)
+    scale = two_layer_scale(T, Q0)
+
+    def psd_margin(y):
+        Q, R, _ = sys_.unpack(y)
+        return two_layer_margin(Q, R, T, scale)[0]
+
+    def runaway_margin(y):
+        Q, R, _ = sys_.unpack(y)
+        return two_layer_margin(Q, R, T, scale)[1]
+
+    admissible = {"overlap matrix [[Q, R], [R^T, T]] not positive semi-definite": psd_margin,
+                  f"student norm max Q_kk > {Q_RUNAWAY:g} x its scale {scale:g} (weights running away; "
+                  f"lr beyond stability)": runaway_margin}
     res = integrate(sys_.rhs, sys_.pack(Q0, R0, v0), times, method=method, rtol=rtol, atol=atol,
-                    name=f"two_layer ODE (K={K}, M={M}, {act.name}, lr={lr:g})")
+                    name=f"two_layer ODE (K={K}, M={M}, {act.name}, lr={lr:g})", admissible=admissible)
     Q, R, v = sys_.unpack(res.y)
     bad = ~np.all(np.isfinite(res.y), axis=1)
     v[bad] = np.nan
