@@ -42,7 +42,9 @@ def make_times(spec: ModelSpec, *, times=None, t_max=None, n_times: int = 100, s
     if n_times == 2:                   # np.geomspace(first, t_max, 1) would be [first], not [t_max]
         return np.array([0.0, t_max])
     first = min(first or t_max * 1e-3, t_max)
-    return np.concatenate([[0.0], np.geomspace(first, t_max, n_times - 1)])
+    # geomspace(a, a, n) can come out one ulp non-monotone (a, a(1+ε), a): keep the grid sorted
+    grid = np.maximum.accumulate(np.minimum(np.geomspace(first, t_max, n_times - 1), t_max))
+    return np.concatenate([[0.0], grid])
 
 
 def _spec(model, params) -> ModelSpec:
