@@ -102,12 +102,12 @@ def inadmissible(spec: SingleIndexSpec):
     A seed is stopped as diverged when (m, s, q) is infeasible for a vector w (the Gram matrix of
     (w, θ*, u) not PSD beyond round-off: |m| > 1 or |cosine| > 1 on the sphere).
     """
-    from hidyn.admissibility import single_index_margin
+    from hidyn.admissibility import FEASIBILITY_RTOL_MC, single_index_margin
 
     c = float(spec.cos_angle)
 
     def check(obs, first):
-        margin = single_index_margin(obs["m"], obs["m_spike"], obs["q"], c)
+        margin = single_index_margin(obs["m"], obs["m_spike"], obs["q"], c, rtol=FEASIBILITY_RTOL_MC)
         return {"overlaps (m, s, q) infeasible for any vector w (|m| > 1 on the sphere, Gram matrix of "
                 "(w, theta*, u) not PSD)": margin < 0}
 

@@ -117,13 +117,13 @@ def inadmissible(spec: TwoLayerSpec):
     beyond stability with a bounded activation the weights grow without bound while ε_g stays O(1)
     (erf saturates), which the loss blow-up test alone never sees.
     """
-    from hidyn.admissibility import Q_RUNAWAY, two_layer_margin, two_layer_scale
+    from hidyn.admissibility import PSD_RTOL_MC, Q_RUNAWAY, two_layer_margin, two_layer_scale
 
     T = np.asarray(spec.T, dtype=np.float64)
 
     def check(obs, first):
         scale = two_layer_scale(T, first["Q"])
-        psd, runaway = two_layer_margin(obs["Q"], obs["R"], T, scale)
+        psd, runaway = two_layer_margin(obs["Q"], obs["R"], T, scale, psd_rtol=PSD_RTOL_MC)
         return {"overlap matrix [[Q, R], [R^T, T]] not positive semi-definite": psd < 0,
                 f"student norm max Q_kk > {Q_RUNAWAY:g} x its scale {scale:g} (weights running away; "
                 f"lr beyond stability)": runaway < 0}
