@@ -180,6 +180,8 @@ ROWS = [
     ("tol_z_negative", lambda p, r: hidyn.Tolerance(z=-1), ValueError, "Tolerance.z=-1"),
     ("tol_c_nan", lambda p, r: hidyn.Tolerance(c=float("nan")), ValueError, "Tolerance.c=nan"),
     ("tol_rtol_inf", lambda p, r: hidyn.Tolerance(rtol=math.inf), ValueError, "Tolerance.rtol=inf"),
+    # a misspelt keyword in Python is Python's own TypeError, which names it (TOML: see toml_tolerance_typo)
+    ("tol_unknown_keyword", lambda p, r: hidyn.Tolerance(zz=3.0), TypeError, "'zz'"),
     # ---- sweep ------------------------------------------------------------------------------------------
     ("sweep_func", lambda p, r: hidyn.sweep(1, {"lr": [0.1]}), ValueError, "func=1"),
     ("sweep_executor", lambda p, r: hidyn.sweep(hidyn.theory, {"lr": [0.1]}, executor=5), ValueError,
