@@ -41,15 +41,18 @@ MIN_SEEDS = 4
 # ------------------------------------------------------------------------------------------------
 # run size
 # ------------------------------------------------------------------------------------------------
-def work_per_step(spec) -> float:
+def work_per_step(spec, backend=None) -> float:
     """Multiply-adds of one step of one seed (one evaluation of the gradient for gradient flow).
 
     dln: 2·n·d for full-batch GD/GF on a training set (X read for Xβ and Xᵀr), 2·B·d for minibatch
     SGD, B + d for online SGD (gradient drawn in law with O(B + d) normals), d for population GD/GF;
-    two_layer: 2·(K + M)·d·B (pre-activations and the K updates); single_index: 2·d·B.
+    two_layer: 2·(K + M)·d·B (pre-activations and the K updates); single_index: 2·d·B, or ~50·B for
+    the exact reduced (m, s, q) chain (``backend.name == "reduced"``: O(1) per step at any d).
     """
     model = spec.model
     d = float(spec.d)
+    if getattr(backend, "name", None) == "reduced":
+        return 50.0 * getattr(spec, "batch_size", 1)
     if model == "dln":
         if spec.ratio is None:
             if spec.algorithm == "sgd":
@@ -129,7 +132,7 @@ def check_run_size(spec, backend, n_seeds: int, times, *, max_work: float | None
                          f"{float(step):.6g}; for GD/SGD t = lr·steps, for online SGD t = steps/d); every save "
                          f"time would round to step 0")
     n_steps = 0.0 if step is None else t_end / float(step)
-    cost = work_per_step(spec)
+    cost = work_per_step(spec, backend)
     work = (n_steps + n_saves) * cost * n_seeds
     if work > limit:
         what = (f"{n_steps:.3g} steps (t_max={t_end:.6g} / time per step {step:.3g})" if step is not None

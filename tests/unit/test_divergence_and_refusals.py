@@ -118,6 +118,9 @@ def test_two_layer_per_seed_odes_warn_once():
 def test_run_size_estimate_and_override():
     spec = hidyn.models.get("dln", d=64, ratio=0.5)
     assert work_per_step(spec) == 2 * 32 * 64
+    # the exact reduced single-index chain costs O(1) per step at any d: a d = 10⁹ run is not refused
+    si = hidyn.models.get("single_index", d=10 ** 9)
+    assert work_per_step(si, type("R", (), {"name": "reduced"})()) == 50.0 < work_per_step(si)
     backend = type("B", (), {"time_per_step": 0.1, "variables": {"test_loss": ()}})()
     est = check_run_size(spec, backend, 2, np.array([0.0, 1.0]))
     assert est["work_estimate"] == pytest.approx((10 + 2) * 2 * 32 * 64 * 2)
