@@ -8,6 +8,7 @@ import time as _time
 import numpy as np
 
 from hidyn import models, rng
+from hidyn.checks import check_comparable, check_n_times, check_options, check_run_size, method_options
 from hidyn.families import family
 from hidyn.models._base import ModelSpec, check_bool, check_int, check_real
 from hidyn.results import make_dataset, spec_from_dataset
@@ -34,6 +35,7 @@ def make_times(spec: ModelSpec, *, times=None, t_max=None, n_times: int = 100, s
         return t
     t_max = spec.default_t_max if t_max is None else check_real("t_max", t_max, 0.0, lo_open=True)
     n_times = check_int("n_times", n_times, 2)
+    check_n_times(n_times)
     if spacing == "linear":
         return np.linspace(0.0, t_max, n_times)
     if spacing != "log":
@@ -41,7 +43,9 @@ def make_times(spec: ModelSpec, *, times=None, t_max=None, n_times: int = 100, s
     if n_times == 2:                   # np.geomspace(first, t_max, 1) would be [first], not [t_max]
         return np.array([0.0, t_max])
     first = min(first or t_max * 1e-3, t_max)
-    return np.concatenate([[0.0], np.geomspace(first, t_max, n_times - 1)])
+    # geomspace(a, a, n) can come out one ulp non-monotone (a, a(1+ε), a): keep the grid sorted
+    grid = np.maximum.accumulate(np.minimum(np.geomspace(first, t_max, n_times - 1), t_max))
+    return np.concatenate([[0.0], grid])
 
 
 def _spec(model, params) -> ModelSpec:
@@ -108,7 +112,7 @@ def _backend_class(spec: ModelSpec, backend: str, record_weights: bool = False):
 
 def simulate(model="dln", *, d=None, times=None, t_max=None, n_times: int = 100, spacing: str = "log",
              seeds=8, seed=None, backend: str = "auto", precision: str = "float64", progress=None,
-             record_weights: bool = False, **params):
+             record_weights: bool = False, max_work: float | None = None, **params):
     """Monte-Carlo: run the real finite-d dynamics for several seeds and record order parameters.
 
     Parameters
@@ -136,6 +140,9 @@ def simulate(model="dln", *, d=None, times=None, t_max=None, n_times: int = 100,
         single-index ``w`` (seed, time, i) in the simulation's frame (e₀ = θ*).  They take
         seeds × n_times × d (× K) × 8 bytes, checked against the machine's memory before the run.
         ``backend="auto"`` picks a backend that can record them.
+    max_work : float, optional
+        Refuse (ValueError, with the estimate) a run estimated at more multiply-adds than this
+        (steps × cost of a step × seeds; default :data:`hidyn.checks.MAX_WORK` ≈ a day of one core).
     **params
         Spec fields (see the family's spec class, e.g. :class:`hidyn.models.DLNSpec`).
 
@@ -175,10 +182,13 @@ def simulate(model="dln", *, d=None, times=None, t_max=None, n_times: int = 100,
                             f"storing {idx.size} seeds × {n_saved} times × {sum(sizes.values())} weights",
                             "record_weights=True needs seeds × n_times × d × 8 bytes: save fewer times "
                             "(n_times= or times=), use fewer seeds, or record_weights=False")
+    check_run_size(spec, be, idx.size, t, max_work=max_work)
     start = _time.perf_counter()
+    fam = family(spec.model)
+    check = fam.inadmissible(spec) if hasattr(fam, "inadmissible") else None
     actual, data, info = driver.run(be, rng.seed_sequences(seed, idx), t, progress=progress,
                                     desc=f"{spec.model} d={getattr(spec, 'd', '')}",
-                                    record_weights=record_weights)
+                                    record_weights=record_weights, inadmissible=check)
     wall = _time.perf_counter() - start
     dims = {k: ("seed", "time") + tuple(extra) for k, extra in {**be.variables, **weight_dims}.items()}
     attrs = {"method": "monte_carlo", "backend": name, "precision": precision,
@@ -252,6 +262,10 @@ def theory(model="dln", *, method: str = "auto", times=None, t_max=None, n_times
             raise NotImplementedError(f"no theory method is implemented yet for {spec.model!r} with "
                                       f"these parameters (auto chose {chosen!r}); available: {avail}")
         raise ValueError(f"method={method!r} is not a theory method of {spec.model!r}; valid: 'auto', {avail}")
+    known, open_ended = method_options(fam.METHODS[chosen])
+    if not open_ended:
+        check_options(f"theory({spec.model!r}, method={chosen!r})", set(options) - known - {"init"},
+                      set(fields) | known | {"method", "times", "t_max", "n_times", "spacing", "init"})
     if sim is not None:
         if not getattr(fam, "THEORY_NEEDS_INIT", False):
             raise ValueError(f"the {spec.model!r} theory does not start from a simulation; pass its "
@@ -292,7 +306,8 @@ def theory(model="dln", *, method: str = "auto", times=None, t_max=None, n_times
     return make_dataset(data_vars, coords, attrs, model=spec.model)
 
 
-def compare(empirical, theory_ds=None, /, *, variables=None, tolerance=None, method: str = "auto"):
+def compare(empirical, theory_ds=None, /, *, variables=None, tolerance=None, method: str = "auto",
+            same_spec: bool = True):
     """Compare a Monte-Carlo result with its d → ∞ theory.
 
     Parameters
@@ -306,6 +321,12 @@ def compare(empirical, theory_ds=None, /, *, variables=None, tolerance=None, met
         Default: every variable the two share.
     tolerance : Tolerance, optional
         Default: the family's default for this spec (see ``hidyn.families.<model>.default_tolerance``).
+    same_spec : bool
+        Refuse (ValueError) a theory whose spec differs from the simulation's in a field other than
+        those that legitimately differ (``hidyn.checks.COMPARE_FREE_FIELDS``: d, ...).  ``False``
+        compares with a deliberately different theory (e.g. to show a test has power).  Swapped
+        arguments, different models and a theory that does not cover the simulation's times are
+        refused either way; fewer than 4 seeds give a warning (the SEM is then no error bar).
 
     Returns
     -------
@@ -314,6 +335,8 @@ def compare(empirical, theory_ds=None, /, *, variables=None, tolerance=None, met
     """
     from hidyn.validation.compare import compare_datasets
 
+    # refuse swapped arguments, different models or specs, and a theory shorter than the run
+    check_comparable(empirical, theory_ds, same_spec=same_spec)
     spec = spec_from_dataset(empirical)
     fam = family(spec.model)
     if theory_ds is None:

@@ -160,7 +160,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, OSError, NotImplementedError) as err:
+    except (ValueError, OSError, NotImplementedError, MemoryError, RuntimeError) as err:
         print(f"hidyn: error: {err}", file=sys.stderr)
         return 2
 

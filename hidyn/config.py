@@ -78,5 +78,12 @@ def load_config(path) -> dict:
     if not isinstance(grid, dict) or not all(isinstance(v, list) for v in grid.values()):
         raise ValueError(f"{str(path)!r}: [grid] must be a table of lists (one list of values per swept "
                          f"parameter)")
+    tolerance = cfg.get("tolerance", {})
+    if not isinstance(tolerance, dict):
+        raise ValueError(f"{str(path)!r}: [tolerance] must be a table (z, c, p, atol, rtol)")
+    from hidyn.checks import check_config
+
+    # unknown keys (a typo such as lrr = 0.5) are named here, with the valid ones, before anything runs
+    check_config(cfg["model"], mode, params, grid, tolerance, repr(str(path)))
     return {"model": cfg["model"], "mode": mode, "params": _none(params),
-            "tolerance": cfg.get("tolerance", {}), "grid": {k: [_none(x) for x in v] for k, v in grid.items()}}
+            "tolerance": tolerance, "grid": {k: [_none(x) for x in v] for k, v in grid.items()}}

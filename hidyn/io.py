@@ -86,6 +86,12 @@ def load(path, *, engine: str | None = None) -> xr.Dataset:
     if not path.exists():
         raise FileNotFoundError(f"no hidyn result at {str(path)!r}")
     engine = _engine(path, engine)
+    if engine == "zarr":
+        try:
+            import zarr  # noqa: F401
+        except ImportError as err:
+            raise ImportError(f"loading {str(path)!r} (a zarr store) needs the zarr extra: "
+                              f"pip install \"hidyn[zarr]\"") from err
     try:
         if engine == "zarr":
             try:

@@ -116,7 +116,8 @@ def _run_point(func, kwargs: dict, path: str | None):
             save(ds, path)
         return ("ok", ds)
     except Exception as err:  # recorded, never kills the sweep
-        return ("error", f"{type(err).__name__}: {err}\n{traceback.format_exc(limit=3)}")
+        # an exception without a message (e.g. KeyError(), AssertionError()) still names its type and args
+        return ("error", f"{type(err).__name__}: {str(err) or repr(err)}\n{traceback.format_exc(limit=3)}")
 
 
 def _as_executor(executor):
@@ -342,7 +343,8 @@ def sweep(func, grid, /, *, executor=None, out_dir=None, progress=None, **fixed)
                       f"{failures[0]['error'].splitlines()[0]}); see attrs['sweep_failures']",
                       RuntimeWarning, stacklevel=2)
     if not results:
-        raise RuntimeError("sweep: every point failed; first error:\n" + failures[0]["error"])
+        raise RuntimeError(f"sweep: every point failed; first error (point {failures[0]['point']}): "
+                           + failures[0]["error"])
     done = sorted(results)
     aligned = _align_times([results[i] for i in done], [points[i] for i in done], requested)
     _warn_padded(aligned, names)

@@ -25,11 +25,13 @@ class Comparison:
         Dimension used in the finite-size term.
     """
 
-    def __init__(self, data: xr.Dataset, variables, tolerance: Tolerance, d):
+    def __init__(self, data: xr.Dataset, variables, tolerance: Tolerance, d, notes=()):
         self.data = data
         self.variables = tuple(variables)
         self.tolerance = tolerance
         self.d = d
+        #: caveats printed under the summary table (e.g. too few seeds for a usable SEM)
+        self.notes = tuple(notes)
 
     def tolerance_for(self, variable: str) -> Tolerance:
         if isinstance(self.tolerance, dict):
@@ -81,6 +83,7 @@ class Comparison:
                 line += f"   ({describe(self.tolerance_for(r['variable']))})"
             lines.append(line)
         lines.append(f"overall: {'PASSED' if self.passed else 'FAILED'}")
+        lines.extend(f"warning: {note}" for note in self.notes)
         text = "\n".join(lines)
         print(text, file=file)
         return text
@@ -135,6 +138,13 @@ def compare_datasets(empirical: xr.Dataset, theory: xr.Dataset, *, variables=Non
         d = empirical.attrs.get("d")
     out = {}
     n_seeds = empirical.sizes.get("seed", 1)
+    notes = []
+    if "seed" in empirical.dims:
+        from hidyn.checks import few_seeds_warning
+
+        note = few_seeds_warning(n_seeds)
+        if note:
+            notes.append(note)
     for v in variables:
         emp = empirical[v]
         if "seed" in emp.dims:
@@ -167,4 +177,5 @@ def compare_datasets(empirical: xr.Dataset, theory: xr.Dataset, *, variables=Non
     data.attrs.update({"tolerance": str(tol_desc), "d": -1 if d is None else int(d),
                        "theory_method": str(theory.attrs.get("method", "")),
                        "backend": str(empirical.attrs.get("backend", ""))})
-    return Comparison(data, variables, tolerance, None if d is None else int(d))
+    data.attrs["n_seeds"] = int(n_seeds)
+    return Comparison(data, variables, tolerance, None if d is None else int(d), notes)

@@ -24,7 +24,10 @@ def closed_form(spec: DLNSpec, times, **options):
     from hidyn.solvers.closed_form.dln import curves
 
     if options:
-        raise ValueError(f"unknown option(s) {sorted(options)} for method 'closed_form'")
+        from hidyn.checks import check_options
+
+        check_options("theory('dln', method='closed_form') (it takes no options)", set(options),
+                      set(DLNSpec.field_names()) | {"method", "times", "t_max", "n_times", "spacing"})
     p0, q0 = initial_pq(spec)
     out = curves(times, sparsity=spec.sparsity, teacher=spec.teacher, noise=spec.noise, p0=p0, q0=q0,
                  clock=spec.clock, ratio=spec.ratio)

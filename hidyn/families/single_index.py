@@ -96,6 +96,24 @@ def ode(spec: SingleIndexSpec, times, *, init=None, method: str = "DOP853", rtol
 METHODS = {"ode": ode}
 
 
+def inadmissible(spec: SingleIndexSpec):
+    """Admissibility check of simulated overlaps for the Monte-Carlo driver (hidyn.admissibility).
+
+    A seed is stopped as diverged when (m, s, q) is infeasible for a vector w (the Gram matrix of
+    (w, θ*, u) not PSD beyond round-off: |m| > 1 or |cosine| > 1 on the sphere).
+    """
+    from hidyn.admissibility import FEASIBILITY_RTOL_MC, single_index_margin
+
+    c = float(spec.cos_angle)
+
+    def check(obs, first):
+        margin = single_index_margin(obs["m"], obs["m_spike"], obs["q"], c, rtol=FEASIBILITY_RTOL_MC)
+        return {"overlaps (m, s, q) infeasible for any vector w (|m| > 1 on the sphere, Gram matrix of "
+                "(w, theta*, u) not PSD)": margin < 0}
+
+    return check
+
+
 def default_variables(spec: SingleIndexSpec):
     """Every order parameter and both population losses (all are functions of (m, s, q))."""
     return list(VARIABLES)

@@ -7,6 +7,8 @@ therefore seeds the theory from the simulation's own t = 0 overlaps.
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from hidyn.models.two_layer import TwoLayerSpec
@@ -91,18 +93,34 @@ def ode(spec: TwoLayerSpec, times, *, init=None, per_seed: bool = True, method: 
         stack = {k: sol[k] for k in ("test_loss", "train_loss", "Q", "R", "v")}
         lead = ("seed",)
         info = dict(sol["info"])
+        info["diverged_at_per_seed"] = np.asarray(info["diverged_at"], dtype=np.float64)
         info["diverged_at"] = float(np.max(info["diverged_at"]))
         coords = {"seed": init["seed"].values}
     elif per_seed and init is not None:
-        sols = [solve(Q0[i], R0[i], T, v0[i], A, spec.act, times, **kw) for i in range(Q0.shape[0])]
+        # one warning for the whole ensemble, not one per seed's ODE
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", RuntimeWarning)
+            sols = [solve(Q0[i], R0[i], T, v0[i], A, spec.act, times, **kw) for i in range(Q0.shape[0])]
+        for w in caught:
+            if not (issubclass(w.category, RuntimeWarning) and "diverged at" in str(w.message)):
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
         stack = {k: np.stack([s[k] for s in sols]) for k in ("test_loss", "train_loss", "Q", "R", "v")}
         lead = ("seed",)
         info = sols[0]["info"]
-        info["diverged_at"] = float(max(s["info"].get("diverged_at", -1.0) for s in sols))
+        per = np.array([s["info"].get("diverged_at", -1.0) for s in sols])
+        info["diverged_at"] = float(per.max())
+        info["diverged_at_per_seed"] = per
+        info["divergence_reason"] = "; ".join(f"seed {i}: {s['info']['divergence_reason']}"
+                                              for i, s in enumerate(sols) if s["info"].get("divergence_reason"))
         for key in ("psd_clipped", "test_loss_clipped"):
             info[key] = int(sum(s["info"][key] for s in sols))
         for key in ("psd_min_eigenvalue", "test_loss_min_raw"):
             info[key] = float(min(s["info"][key] for s in sols))
+        if np.any(per >= 0):
+            warnings.warn(f"the per-seed ODEs of {int(np.sum(per >= 0))} of {per.size} seeds diverged (first at "
+                          f"t = {per[per >= 0].min():.6g}: {info['divergence_reason'].split('; ')[0]}); their "
+                          f"values after that time are NaN (attrs 'ode_diverged_at_per_seed'). Lower the "
+                          f"learning rate.", RuntimeWarning, stacklevel=3)
         coords = {"seed": init["seed"].values}
     else:
         sol = solve(Q0, R0, T, v0, A, spec.act, times, **kw)
@@ -126,6 +144,28 @@ def ode(spec: TwoLayerSpec, times, *, init=None, per_seed: bool = True, method: 
 
 
 METHODS = {"ode": ode}
+
+
+def inadmissible(spec: TwoLayerSpec):
+    """Admissibility check of simulated overlaps for the Monte-Carlo driver (hidyn.admissibility).
+
+    A seed is stopped as diverged when its Ω = [[Q, R], [Rᵀ, T]] is not PSD beyond round-off, or when
+    its largest student norm Q_kk exceeds Q_RUNAWAY times max(1, T_nn, Q_kk(0)): at a learning rate far
+    beyond stability with a bounded activation the weights grow without bound while ε_g stays O(1)
+    (erf saturates), which the loss blow-up test alone never sees.
+    """
+    from hidyn.admissibility import PSD_RTOL_MC, Q_RUNAWAY, two_layer_margin, two_layer_scale
+
+    T = np.asarray(spec.T, dtype=np.float64)
+
+    def check(obs, first):
+        scale = two_layer_scale(T, first["Q"])
+        psd, runaway = two_layer_margin(obs["Q"], obs["R"], T, scale, psd_rtol=PSD_RTOL_MC)
+        return {"overlap matrix [[Q, R], [R^T, T]] not positive semi-definite": psd < 0,
+                f"student norm max Q_kk > {Q_RUNAWAY:g} x its scale {scale:g} (weights running away; "
+                f"lr beyond stability)": runaway < 0}
+
+    return check
 
 
 def default_variables(spec: TwoLayerSpec):

@@ -59,7 +59,11 @@ def check_choice(name: str, value, choices) -> str:
 
 
 def check_bool(name: str, value) -> bool:
-    if isinstance(value, (bool, np.bool_)) or value in (0, 1):
+    """Return ``value`` as a bool (True/False or the integers 0/1); strings such as "no" are refused
+    (they would be truthy)."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, numbers.Integral) and value in (0, 1):
         return bool(value)
     raise ValueError(f"{name}={value!r} is invalid: must be True or False")
 

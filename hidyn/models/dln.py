@@ -4,7 +4,7 @@ from __future__ import annotations
 import dataclasses
 from typing import ClassVar
 
-from hidyn.models._base import ModelSpec, check_choice, check_int, check_real
+from hidyn.models._base import ModelSpec, check_bool, check_choice, check_int, check_real
 
 __all__ = ["DLNSpec", "initial_pq"]
 
@@ -76,7 +76,7 @@ class DLNSpec(ModelSpec):
             self._set("ratio", check_real("ratio", self.ratio, 0.0, lo_open=True))
         self._set("sparsity", check_real("sparsity", self.sparsity, 0.0, 1.0, lo_open=True))
         self._set("teacher", check_choice("teacher", self.teacher, TEACHERS))
-        self._set("exact_sparsity", bool(self.exact_sparsity))
+        self._set("exact_sparsity", check_bool("exact_sparsity", self.exact_sparsity))
         self._set("noise", check_real("noise", self.noise, 0.0))
         self._set("init_scale", check_real("init_scale", self.init_scale, 0.0, lo_open=True))
         self._set("init", check_choice("init", self.init, INITS))

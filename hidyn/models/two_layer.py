@@ -101,6 +101,12 @@ class TwoLayerSpec(ModelSpec):
         K = self._set_get("K", check_int("K", self.K, 1))
         M = self._set_get("M", check_int("M", self.M, 1))
         self._set("d", check_int("d", self.d, 1))
+        if self.d < K + M:
+            # K student and M teacher vectors are linearly independent only for d ≥ K + M: below it
+            # Ω = [[Q, R], [Rᵀ, T]] is singular (rank ≤ d), T cannot be held for d < M, and the overlaps
+            # are not those of any generic start the d → ∞ theory describes
+            raise ValueError(f"d={self.d!r} is invalid: must be an integer ≥ K + M = {K + M} (K={K} student "
+                             f"and M={M} teacher vectors need that many dimensions to be linearly independent)")
         get_activation(self.activation)
         if isinstance(self.activation, str):
             self._set("activation", self.activation.lower())

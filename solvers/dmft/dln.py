@@ -426,7 +426,10 @@ def _validate(ratio, sparsity, teacher, noise, init_scale, init, parametrization
         raise ValueError(f"n_samples must be an integer >= 2 * n_batches = {2 * n_batches}, "
                          f"got {n_samples!r}")
     if n_samples % n_batches:
-        raise ValueError(f"n_samples ({n_samples}) must be a multiple of n_batches ({n_batches})")
+        lo = n_samples - n_samples % n_batches
+        raise ValueError(f"n_samples={n_samples!r} is invalid: must be a multiple of n_batches={n_batches} "
+                         f"(the samples are split into n_batches groups), e.g. {max(lo, 2 * n_batches)} or "
+                         f"{lo + n_batches}")
     if tangent_dtype not in TANGENT_DTYPES:
         raise ValueError(f"tangent_dtype must be one of {TANGENT_DTYPES}, got {tangent_dtype!r}")
     finite("memory_budget_gb", memory_budget_gb)

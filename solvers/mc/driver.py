@@ -16,6 +16,11 @@ A backend is an object built from ``(spec, precision)`` with
   ``weights(state) → dict`` of the d-dimensional weights, recorded on request
   (``record_weights=True``); a backend without them cannot record weights.
 
+A family may declare the admissible set of its observed order parameters (``inadmissible`` argument of
+:func:`run`, from ``hidyn.families.<model>.inadmissible``): a seed whose overlaps leave it (non-PSD
+overlap matrix, |m| > 1 on the sphere, norms running away) is stopped and recorded as diverged, like a
+seed whose loss blows up.
+
 The driver holds no family logic; backends hold no scheduling logic.
 """
 from __future__ import annotations
@@ -83,7 +88,7 @@ def _loss_key(obs):
 
 
 def run(backend, seed_sequences, times, *, progress=None, chunk_steps: int | None = None,
-        desc: str = "simulate", record_weights: bool = False):
+        desc: str = "simulate", record_weights: bool = False, inadmissible=None):
     """Run ``backend`` for every seed and record its observables at ``times``.
 
     Parameters
@@ -98,13 +103,17 @@ def run(backend, seed_sequences, times, *, progress=None, chunk_steps: int | Non
         Longest stretch advanced without updating the bar (default: ~200 chunks per run).
     record_weights : bool
         Also record ``backend.weights(state)`` at every save time (the backend must have it).
+    inadmissible : callable ``(obs, first_obs) -> dict reason -> bool array (n_seeds,)``, optional
+        The family's admissibility check of the observed order parameters (``first_obs`` is the
+        observation at the first save time, for scales); a True entry stops that seed as diverged.
 
     Returns
     -------
     times : ndarray (n_saved,)
     data : dict name -> ndarray (n_seeds, n_saved, *extra)
     info : dict
-        ``diverged_at`` (per seed, −1 when none), ``n_steps`` and the backend's attrs.
+        ``diverged_at`` (per seed, −1 when none), ``divergence_reason`` (per seed, '' when none),
+        ``n_steps`` and the backend's attrs.
     """
     from tqdm.auto import tqdm
 
@@ -129,6 +138,14 @@ def run(backend, seed_sequences, times, *, progress=None, chunk_steps: int | Non
     diverged_at = np.full(n_units, -1.0)
     alive = np.ones(n_units, dtype=bool)
     loss0 = None
+    obs0 = None
+    reasons = [""] * n_units
+
+    def unit_label(i: int) -> str:
+        if not unit_shape:
+            return f"seed {i}"
+        seed_i, *rest = np.unravel_index(i, (n_seeds,) + unit_shape)
+        return f"seed {seed_i} unit {tuple(int(r) for r in rest)}"
     position = 0.0 if continuous else 0
     disable = None if progress is None else not progress  # None: tqdm shows it only on a terminal
     bar = tqdm(total=total, desc=desc, disable=disable, unit="t" if continuous else "step", leave=False)
@@ -154,12 +171,27 @@ def run(backend, seed_sequences, times, *, progress=None, chunk_steps: int | Non
             key = _loss_key(obs)
             if key is not None and loss0 is None:
                 loss0 = np.abs(np.asarray(obs[key], dtype=np.float64))
-            bad = np.zeros(n_units, dtype=bool)
+            if obs0 is None:
+                obs0 = {name: np.array(arr, dtype=np.float64) for name, arr in obs.items()}
+            checks = {}
+            nonfinite = np.zeros(n_units, dtype=bool)
             for arr in obs.values():
                 arr = np.asarray(arr, dtype=np.float64)
-                bad |= ~np.all(np.isfinite(arr.reshape(n_units, -1)), axis=1)
+                nonfinite |= ~np.all(np.isfinite(arr.reshape(n_units, -1)), axis=1)
+            checks["non-finite values"] = nonfinite
             if key is not None:
-                bad |= np.abs(np.asarray(obs[key], dtype=np.float64)) > BLOWUP_FACTOR * (loss0 + 1.0)
+                with np.errstate(invalid="ignore"):
+                    checks[f"{key} grew by >{BLOWUP_FACTOR:.0e}x"] = (
+                        np.abs(np.asarray(obs[key], dtype=np.float64)) > BLOWUP_FACTOR * (loss0 + 1.0))
+            if inadmissible is not None:
+                with np.errstate(all="ignore"):
+                    checks.update(inadmissible(obs, obs0))
+            bad = np.zeros(n_units, dtype=bool)
+            for reason, flag in checks.items():
+                flag = np.asarray(flag, dtype=bool).reshape(n_units)
+                for i in np.flatnonzero(flag & alive & ~bad):
+                    reasons[i] = reason
+                bad |= flag
             newly = bad & alive
             diverged_at[newly] = actual[j]
             alive &= ~bad
@@ -175,10 +207,12 @@ def run(backend, seed_sequences, times, *, progress=None, chunk_steps: int | Non
         diverged_at = diverged_at.reshape((n_seeds,) + unit_shape)
     info = {"diverged_at": diverged_at, "n_steps": float(position), **backend.attrs(state)}
     if np.any(diverged_at >= 0):
-        first = float(diverged_at[diverged_at >= 0].min())
+        info["divergence_reason"] = "; ".join(f"{unit_label(i)}: {r}" for i, r in enumerate(reasons) if r)
+        div = np.flatnonzero(diverged_at.ravel() >= 0)
+        first = div[np.argmin(diverged_at.ravel()[div])]
         what = "seeds" if not unit_shape else f"runs (seed × {unit_shape} grid)"
-        warnings.warn(f"{int(np.sum(diverged_at >= 0))} of {n_units} {what} diverged (first at "
-                      f"t = {first:.6g}: a loss grew by >{BLOWUP_FACTOR:.0e}× or became non-finite); "
-                      f"their later values are NaN and attrs['diverged_at'] records the times. "
-                      f"Lower the learning rate.", RuntimeWarning, stacklevel=3)
+        warnings.warn(f"{div.size} of {n_units} {what} diverged (first at t = {diverged_at.ravel()[first]:.6g}, "
+                      f"{unit_label(first)}: {reasons[first]}); their later values are NaN, attrs['diverged_at'] "
+                      f"records the times and attrs['divergence_reason'] why. Lower the learning rate.",
+                      RuntimeWarning, stacklevel=3)
     return actual, data, info

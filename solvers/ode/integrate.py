@@ -43,7 +43,7 @@ class ODEResult:
 
 
 def integrate(rhs, y0, times, *, method="DOP853", rtol=DEFAULT_RTOL, atol=DEFAULT_ATOL,
-              blowup=1e8, max_step=np.inf, name="ODE") -> ODEResult:
+              blowup=1e8, max_step=np.inf, name="ODE", admissible=None) -> ODEResult:
     """Integrate ``dy/dt = rhs(t, y)`` from ``times[0]`` and return the state at ``times``.
 
     Parameters
@@ -62,6 +62,10 @@ def integrate(rhs, y0, times, *, method="DOP853", rtol=DEFAULT_RTOL, atol=DEFAUL
         at that time, a RuntimeWarning names it and later rows are NaN.
     name : str
         Used in the warning.
+    admissible : dict description -> callable ``y -> float``, optional
+        Margins of the state's admissible set (≥ 0 inside; see :mod:`hidyn.admissibility`), each a
+        terminal event: the first one to turn negative stops the integration like a blow-up, and its
+        description is recorded in ``info["divergence_reason"]`` and the warning.
     """
     times = np.asarray(times, dtype=np.float64)
     y0 = np.asarray(y0, dtype=np.float64).ravel()
@@ -85,29 +89,46 @@ def integrate(rhs, y0, times, *, method="DOP853", rtol=DEFAULT_RTOL, atol=DEFAUL
         return blowup - np.max(np.abs(y))
 
     blow.terminal = True
+    events = [blow]
+    reasons = [f"|state| > {blowup:g} or non-finite"]
+    for desc, margin in (admissible or {}).items():
+        def event(t, y, margin=margin):
+            if not np.all(np.isfinite(y)):
+                return -1.0
+            return float(margin(y))
+
+        event.terminal = True
+        events.append(event)
+        reasons.append(desc)
+    if not np.all([float(margin(y0)) >= 0 for margin in (admissible or {}).values()]):
+        raise ValueError(f"{name}: the initial state is outside the admissible set "
+                         f"({', '.join(d for d, m in (admissible or {}).items() if float(m(y0)) < 0)})")
 
     # solve_ivp wants strictly increasing t_eval: integrate on the distinct times, then expand
     t_unique, where = np.unique(times, return_inverse=True)
     y = np.full((t_unique.size, y0.size), np.nan)
     y[0] = y0
     info = {"solver": method, "rtol": float(rtol), "atol": float(atol), "nfev": 0, "status": 0,
-            "message": "", "diverged_at": -1.0}
+            "message": "", "diverged_at": -1.0, "divergence_reason": ""}
     if t_unique.size > 1:
         with np.errstate(over="ignore", invalid="ignore"):
             sol = solve_ivp(tracked, (t_unique[0], t_unique[-1]), y0, method=method, t_eval=t_unique,
-                            rtol=rtol, atol=atol, events=blow, max_step=max_step)
+                            rtol=rtol, atol=atol, events=events, max_step=max_step)
         n = sol.t.size
         y[:n] = sol.y.T
         info.update(nfev=int(sol.nfev), status=int(sol.status), message=str(sol.message))
-        hit = sol.t_events[0] if sol.t_events else np.empty(0)
-        if hit.size or sol.status < 0:
-            t_div = float(hit[0]) if hit.size else reached[0]
+        hits = [(float(h[0]), i) for i, h in enumerate(sol.t_events or []) if np.size(h)]
+        if hits or sol.status < 0:
+            t_div, which = min(hits) if hits else (reached[0], 0)
             info["diverged_at"] = t_div
+            info["divergence_reason"] = reasons[which] if hits else f"solver failure: {sol.message}"
             y[n:] = np.nan
-            # a row at exactly the divergence time may hold an overflowing state
+            # a row at exactly the divergence time may hold an overflowing or inadmissible state
             bad = ~np.all(np.isfinite(y[:n]) & (np.abs(y[:n]) <= blowup), axis=1)
+            for margin in (admissible or {}).values():
+                bad |= np.array([not (np.all(np.isfinite(row)) and float(margin(row)) >= 0) for row in y[:n]])
             y[:n][bad] = np.nan
-            warnings.warn(f"{name} diverged at t = {t_div:.6g} (|state| > {blowup:g} or non-finite); "
+            warnings.warn(f"{name} diverged at t = {t_div:.6g} ({info['divergence_reason']}); "
                           f"values after that time are NaN. Lower the learning rate.",
                           RuntimeWarning, stacklevel=2)
     return ODEResult(t=times.copy(), y=y[where], info=info)

@@ -34,6 +34,7 @@ from numbers import Integral, Real
 import numpy as np
 from scipy.optimize import brentq
 
+from hidyn.admissibility import single_index_margin
 from hidyn.hermite import (
     GaussianMoments,
     Link,
@@ -417,8 +418,18 @@ def _rhs(params: SingleIndexParams):
 def _integrate_state(params: SingleIndexParams, y0: np.ndarray, times, *, method, rtol, atol):
     """Integrate from the full state y0 = (m, s, q); returns (m, s, q, ODEResult)."""
     n = 3 if params.geometry == "plain" else 2
+    c = params.cos_angle
+
+    def feasible(y):
+        # the Gram matrix of (w, θ*, u) stays PSD along the d → ∞ flow (note §1, Feasibility); leaving
+        # it (|m| > 1 on the sphere, q < 0 on the Σ-geometries) is a divergence (issue #12)
+        q = y[2] if n == 3 else _constraint_q(y[1], params)
+        return float(single_index_margin(y[0], y[1], q, c))
+
     res = integrate(_rhs(params), np.asarray(y0, dtype=np.float64)[:n], times, method=method, rtol=rtol,
-                    atol=atol, name=f"single_index ODE ({params.geometry}, lr={params.lr:g})")
+                    atol=atol, name=f"single_index ODE ({params.geometry}, lr={params.lr:g})",
+                    admissible={"overlaps (m, s, q) infeasible: no unit vectors have them (|m| > 1 on "
+                                "the sphere, Gram matrix of (w, theta*, u) not PSD)": feasible})
     t = np.asarray(times, dtype=np.float64)
     if t.size > 1 and t[-1] == t[0]:
         res.y[:] = res.y[0]     # integrate() leaves the rows of an empty interval NaN

@@ -19,6 +19,7 @@ import numpy as np
 from scipy import optimize
 
 from hidyn.activations import get_activation
+from hidyn.admissibility import Q_RUNAWAY, two_layer_margin, two_layer_scale
 from hidyn.gaussian import check_covariance, two_layer_averages
 from hidyn.observables import two_layer_test_loss, two_layer_train_loss
 from hidyn.solvers.ode.integrate import integrate
@@ -474,8 +475,24 @@ def solve(Q0, R0, T, v0, A, activation, times, *, lr, lr_second=0.0, train_secon
                    variables="overlaps" if variables == "overlaps" else "schur")
     if variables == "schur" and sys_.variables != "schur":
         raise ValueError("variables='schur' needs an invertible T (condition number <= 1e10)")
+    # the flow of Gram matrices keeps Ω = [[Q, R], [Rᵀ, T]] PSD and, below the stability limit, the
+    # norms Q_kk bounded; leaving either set (beyond the round-off allowance PSD_RTOL, far above the
+    # integrator's own PSD-cone excursions of ~1e-9) is a divergence (hidyn.admissibility, issue #12)
+    scale = two_layer_scale(T, Q0)
+
+    def psd_margin(y):
+        Q, R, _ = sys_.unpack(y)
+        return two_layer_margin(Q, R, T, scale)[0]
+
+    def runaway_margin(y):
+        Q, R, _ = sys_.unpack(y)
+        return two_layer_margin(Q, R, T, scale)[1]
+
+    admissible = {"overlap matrix [[Q, R], [R^T, T]] not positive semi-definite": psd_margin,
+                  f"student norm max Q_kk > {Q_RUNAWAY:g} x its scale {scale:g} (weights running away; "
+                  f"lr beyond stability)": runaway_margin}
     res = integrate(sys_.rhs, sys_.pack(Q0, R0, v0), times, method=method, rtol=rtol, atol=atol,
-                    name=f"two_layer ODE (K={K}, M={M}, {act.name}, lr={lr:g})")
+                    name=f"two_layer ODE (K={K}, M={M}, {act.name}, lr={lr:g})", admissible=admissible)
     Q, R, v, (n_clip, lam_min), S = sys_.unpack(res.y, project=True, return_schur=True)
     bad = ~np.all(np.isfinite(res.y), axis=1)
     v[bad] = np.nan
