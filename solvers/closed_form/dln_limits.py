@@ -58,6 +58,9 @@ from scipy.integrate import solve_ivp
 
 from hidyn.models._base import check_choice, check_int, check_real
 
+#: scipy's brentq refuses rtol < 4·machine epsilon (8.9e-16); a smaller requested tol is clipped to it
+_BRENTQ_RTOL_MIN = 4 * np.finfo(float).eps
+
 __all__ = [
     "implicit_bias_interpolator",
     "fixed_point",
@@ -528,7 +531,7 @@ def fixed_point(*, ratio: float, sparsity: float, teacher: str = "rademacher", n
                 raise RuntimeError("fixed_point: no θ with E[∂prox] = ratio (θ → ∞)")
         if lo == hi:
             return math.exp(lo)
-        return math.exp(optimize.brentq(h, lo, hi, xtol=1e-14, rtol=max(tol, 4e-16)))
+        return math.exp(optimize.brentq(h, lo, hi, xtol=1e-14, rtol=max(tol, _BRENTQ_RTOL_MIN)))
 
     cache = {}  # last θ (warm start of the bracket) and the solution at the last τ
 
@@ -556,7 +559,7 @@ def fixed_point(*, ratio: float, sparsity: float, teacher: str = "rademacher", n
             break
         hi = lo
     if found:
-        log_tau = optimize.brentq(G, lo, hi, xtol=1e-14, rtol=max(tol, 4e-16))
+        log_tau = optimize.brentq(G, lo, hi, xtol=1e-14, rtol=max(tol, _BRENTQ_RTOL_MIN))
     else:
         log_tau = hi  # no positive root: exact recovery, report the limit τ ↓ 0
     G(log_tau)

@@ -14,6 +14,7 @@ import pytest
 from scipy.optimize import linprog, minimize_scalar
 from scipy.stats import norm
 
+import hidyn
 from hidyn.models.dln import DLNSpec, initial_pq
 from hidyn.observables import dln_observables
 from hidyn.solvers.closed_form.dln import beta_flow
@@ -522,3 +523,11 @@ def test_balanced_tiny_alpha_flow_approaches_the_sign_frozen_jump_process():
     np.testing.assert_allclose(beta[-1], jumps["beta"], atol=0.03)
     with pytest.raises(ValueError, match="init="):
         tiny_alpha_gradient_flow(X, y, alpha=1e-10, taus=[1.0], init="pm")
+
+
+def test_fixed_point_accepts_tolerances_below_brentq_floor():
+    # scipy's brentq refuses rtol < 4·eps; a tighter request is clipped, not passed on as scipy's error
+    kw = dict(method="fixed_point", ratio=0.5, sparsity=0.1, noise=0.1, init_scale=0.3)
+    tight = hidyn.theory("dln", tol=1e-17, **kw)
+    ref = hidyn.theory("dln", tol=1e-12, **kw)
+    np.testing.assert_allclose(tight["test_loss"].values, ref["test_loss"].values, rtol=1e-9)
