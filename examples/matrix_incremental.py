@@ -38,7 +38,9 @@ def main(quick: bool = False, out: str | Path = "out") -> dict:
         sim = hidyn.simulate("matrix_sensing", d=d, rank=3, eigenvalues=SIGMAS, init_scale=alpha, lr=lr,
                              t_max=t_max, n_times=25 if quick else 120, spacing="linear", seeds=seeds,
                              backend="numpy")
-        th = hidyn.theory("matrix_sensing", init=sim, times=np.linspace(0, t_max, 200 if quick else 600))
+        # GD saves at whole steps, so its last time can pass t_max by up to lr/2: the theory must cover it
+        t_end = max(t_max, float(sim.time.values[-1]))
+        th = hidyn.theory("matrix_sensing", init=sim, times=np.linspace(0, t_end, 200 if quick else 600))
         inc = hidyn.theory("matrix_sensing", method="incremental", init=sim, times=th.time.values)
         hidyn.save(sim, out / f"matrix_incremental_alpha{alpha:g}.nc")
         cmp = hidyn.compare(sim, th)
