@@ -337,7 +337,8 @@ def gd_deterministic_equivalent(lam, v0, ratio: float, lr: float, steps, *, nois
 
     g(z) = (1 − ηz)^k, on Joukowski ellipses around [0, x₊] (x₊ the right edge of the limiting spectrum of
     Σ̂, :func:`gd_spectral_edge`; trapezoidal rule, geometric convergence).  Each step count gets the
-    widest ellipse on which |g|² grows by at most ``amplification`` (so at most log10(amplification) digits cancel); nodes ≈ ``digits``·ln10/ln ρ.
+    widest ellipse on which |g|² grows by at most ``amplification`` (so at most log10(amplification) digits
+    cancel); nodes ≈ ``digits``·ln10/ln ρ.
 
     Parameters
     ----------
