@@ -368,6 +368,43 @@ def test_mc_schema_reproducibility_and_seed_extension():
     np.testing.assert_allclose(a["samples_seen"].values[0], a["time"].values * 3)
 
 
+@pytest.mark.parametrize("kw", [
+    dict(batch_size=1, lr=0.1, init_scale=0.5),
+    dict(batch_size=5, lr={"schedule": "cosine", "lr": 0.4, "horizon": 120}, teacher="isotropic"),
+    dict(batch_size=16, lr=0.2, spectrum=np.r_[np.linspace(2.0, 0.1, 59), 0.0], per_mode=True),
+])
+def test_numba_online_sgd_bitwise_equal_to_numpy(kw, monkeypatch):
+    """float64: the numba kernel runs the reference's draws in the reference's order (pairwise dot
+    products), so every trajectory equals the numpy backend's bit for bit, for any chunking of the steps."""
+    pytest.importorskip("numba")
+    from hidyn.solvers.mc.linear_numba import LinearNumbaBackend
+
+    base = dict(d=60, noise=0.3, t_max=120, n_times=7, **kw)
+    a = hidyn.simulate("linear", seeds=3, backend="numpy", progress=False, **base)
+    b = hidyn.simulate("linear", seeds=3, backend="numba", progress=False, **base)
+    assert b.attrs["backend"] == "numba"
+    for var in a.data_vars:
+        np.testing.assert_array_equal(a[var].values, b[var].values)
+    monkeypatch.setattr(LinearNumbaBackend, "chunk_floats", 3 * (2 * base["batch_size"] + 60))  # 3-step chunks
+    c = hidyn.simulate("linear", seeds=[2], backend="numba", progress=False, **base)
+    ref = hidyn.simulate("linear", seeds=[2], backend="numpy", progress=False, **base)
+    np.testing.assert_array_equal(c["test_loss"].values, ref["test_loss"].values)
+    # the same seed beside others: equal up to the observation's BLAS reduction over (seeds, d)
+    np.testing.assert_allclose(c["test_loss"].values[0], a["test_loss"].values[2], rtol=1e-14)
+
+
+def test_numba_backend_scope_and_auto_choice():
+    pytest.importorskip("numba")
+    from hidyn.api import _backend_class
+
+    assert _backend_class(spec(d=20), "auto")[0] == "numba"
+    gd = spec(d=20, algorithm="gd", ratio=1.0, lr=0.1)
+    assert _backend_class(gd, "auto")[0] == "numpy"
+    with pytest.raises(ValueError, match="algorithm='gd' is invalid for backend='numba'"):
+        hidyn.simulate("linear", d=20, algorithm="gd", ratio=1.0, lr=0.1, t_max=1.0, n_times=2, seeds=1,
+                       backend="numba", progress=False)
+
+
 @pytest.mark.parametrize("algorithm", ["gd", "multipass_sgd"])
 def test_fixed_set_initial_train_loss(algorithm):
     """At w = 0 the train loss is (1/n)‖y‖² and its mean over seeds is the signal variance plus σ²."""
