@@ -340,6 +340,22 @@ def test_gd_theory_general_spectrum_through_hidyn_theory():
     np.testing.assert_allclose(a.test_loss.values, b.test_loss.values, rtol=1e-8)
 
 
+def test_spectral_edge_and_divergent_lr_refused():
+    """x₊ = c(1 + √γ)² for Σ = cI; a power law's edge sits just above its spike λ₁ = 1 and above one large
+    sample's top eigenvalue minus its O(n^(-1/2)) fluctuation; η ≥ 2/x₊ is refused by name."""
+    from hidyn.solvers.closed_form.linear import gd_spectral_edge
+
+    for ratio in (0.5, 1.0, 2.0):
+        assert gd_spectral_edge(np.full(30, 0.7), ratio) == pytest.approx(0.7 * (1 + ratio ** -0.5) ** 2, rel=1e-10)
+    lam = np.arange(1, 801) ** -1.5
+    edge = gd_spectral_edge(lam, 1.0)
+    X = np.random.default_rng(0).standard_normal((800, 800)) * np.sqrt(lam)
+    top = np.linalg.eigvalsh(X.T @ X / 800)[-1]
+    assert 1.0 < edge < 1.2 and abs(top - edge) < 0.1
+    with pytest.raises(ValueError, match=r"lr=2.0 is invalid: GD diverges, must be < 2/x₊"):
+        gd_deterministic_equivalent(lam, np.full(800, 1 / 800), 1.0, 2.0, [1])
+
+
 @pytest.mark.parametrize("kw, match", [
     (dict(ratio=0.0), r"ratio=0.0 is invalid: must be > 0"),
     (dict(lr=-1.0), r"lr=-1.0 is invalid: must be > 0"),
