@@ -99,8 +99,8 @@ def marchenko_pastur(spec: LinearSpec, times, *, n_nodes: int = 2000):
         raise ValueError(f"method 'marchenko_pastur' is the theory of full-batch GD; algorithm={spec.algorithm!r} "
                          f"is invalid for it: must be 'gd'")
     if not spec.is_isotropic:
-        raise NotImplementedError("GD theory for a non-isotropic spectrum (the deterministic equivalent of "
-                                  "linear.md §6) is not implemented: use spectrum='isotropic'")
+        raise ValueError("spectrum is invalid for method 'marchenko_pastur': must be isotropic (all eigenvalues "
+                         "equal); use method='deterministic_equivalent' (the default) for any other spectrum")
     c = float(eigenvalues(spec)[0])
     w_star = teacher_coefficients(spec)
     norm2 = 1.0 if w_star is None else float(w_star @ w_star)

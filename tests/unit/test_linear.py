@@ -337,6 +337,8 @@ def test_gd_theory_general_spectrum_through_hidyn_theory():
     a = hidyn.theory("linear", d=300, method="deterministic_equivalent", **iso)
     b = hidyn.theory("linear", d=300, **iso)
     assert b.attrs["method"] == "marchenko_pastur"
+    with pytest.raises(ValueError, match="spectrum is invalid for method 'marchenko_pastur'"):
+        hidyn.theory("linear", d=300, method="marchenko_pastur", **kw)
     np.testing.assert_allclose(a.test_loss.values, b.test_loss.values, rtol=1e-8)
 
 
