@@ -127,6 +127,7 @@ class LinearSpec(ModelSpec):
 
     model: ClassVar[str] = "linear"
     backends: ClassVar[dict[str, str]] = {"numpy": "hidyn.solvers.mc.linear_numpy:LinearNumpyBackend",
+                                          "numba": "hidyn.solvers.mc.linear_numba:LinearNumbaBackend",
                                           "jax": "hidyn.solvers.mc.linear_jax:LinearJaxBackend"}
 
     d: int = 1000

@@ -130,12 +130,14 @@ class LinearNumpyBackend:
             for j, eta in enumerate(block):
                 u = (state["w"] - state["w_star"]) * self.sqrt_lam        # (S, d)
                 a, xi, z = draws[j, :, :B], draws[j, :, B:2 * B], draws[j, :, 2 * B:]
-                norm = np.sqrt(np.einsum("sd,sd->s", u, u))
+                # dot products as np.sum of products (numpy's pairwise order, per contiguous row), not
+                # einsum (platform-dependent SIMD order): the numba backend reproduces them bit for bit
+                norm = np.sqrt(np.sum(u * u, axis=-1))
                 r = norm[:, None] * a - s.noise * xi                       # (S, B)
-                rnorm = np.sqrt(np.einsum("sb,sb->s", r, r))
+                rnorm = np.sqrt(np.sum(r * r, axis=-1))
                 safe = np.where(norm > 0, norm, 1.0)
                 uh = u / safe[:, None]                                     # û, 0 where u = 0
-                coef = np.einsum("sb,sb->s", r, a) - rnorm * np.einsum("sd,sd->s", z, uh)
+                coef = np.sum(r * a, axis=-1) - rnorm * np.sum(z * uh, axis=-1)
                 direction = uh * coef[:, None] + rnorm[:, None] * z       # Σ_b z_b r_b in law
                 state["w"] = state["w"] - (eta / B) * self.sqrt_lam * direction
 

@@ -2,7 +2,8 @@
 
 * every registered ``linear`` case of validation/cases.py: online SGD against the exact mode recursion
   (§2; exact at every d, so the tolerance is sampling error only) and full-batch GD at d ≤ 800 against
-  the d → ∞ Marchenko–Pastur curves (§6);
+  the d → ∞ Marchenko–Pastur curves (§6) and, on a power-law spectrum, against the deterministic
+  equivalent (§6.1–6.3; cases ``linear_gd_de_powerlaw_*``);
 * the power of the recursion check against a wrong theory is tested in tests/unit/test_linear.py with
   10⁵ brute-force runs (few-seed means of this right-skewed loss cannot separate a 2–8 % error).
 
