@@ -129,7 +129,7 @@ def run_validation(*, quick: bool = False, family: str | None = None, cases=None
     if family is not None and not cases:
         raise ValueError(f"no validation case for family={family!r}; families: "
                          f"{', '.join(sorted({c.model for c in CASES.values()}))}")
-    print(f"{'case':<44}{'theory':>12}{'backend':>9}{'d':>7}{'seeds':>6}{'max|z|':>9}{'max|res|':>11}"
+    print(f"{'case':<44}{'theory':>26}{'backend':>9}{'d':>7}{'seeds':>6}{'max|z|':>9}{'max|res|':>11}"
           f"{'s':>7}  pass", file=out, flush=True)
     rows = []
     wall0, cpu0 = time.perf_counter(), time.process_time()
@@ -151,7 +151,7 @@ def run_validation(*, quick: bool = False, family: str | None = None, cases=None
                        "passed": False, "error": f"{type(err).__name__}: {err}"}
             row["seconds"] = time.perf_counter() - start
             rows.append(row)
-            print(f"{row['case']:<44}{row['theory']:>12}{row['backend']:>9}{d:>7}{row['seeds']:>6}"
+            print(f"{row['case']:<44}{row['theory']:>26}{row['backend']:>9}{d:>7}{row['seeds']:>6}"
                   f"{row['max_abs_z']:>9.2f}{row['max_abs_residual']:>11.2e}{row['seconds']:>7.1f}  "
                   f"{'yes' if row['passed'] else 'NO'}" + (f"  ({row['error']})" if "error" in row else ""),
                   file=out, flush=True)      # each row as it finishes: a pipe would hold them to the end
