@@ -185,7 +185,7 @@ def simulate(model="dln", *, d=None, times=None, t_max=None, n_times: int = 100,
     check_run_size(spec, be, idx.size, t, max_work=max_work)
     start = _time.perf_counter()
     fam = family(spec.model)
-    check = fam.inadmissible(spec) if hasattr(fam, "inadmissible") else None
+    check = fam.inadmissible(spec)
     actual, data, info = driver.run(be, rng.seed_sequences(seed, idx), t, progress=progress,
                                     desc=f"{spec.model} d={getattr(spec, 'd', '')}",
                                     record_weights=record_weights, inadmissible=check)
@@ -211,7 +211,7 @@ def theory(model="dln", *, method: str = "auto", times=None, t_max=None, n_times
     model : str or ModelSpec
     method : str
         ``"auto"`` picks the most exact method available (closed form > ODE > DMFT); the family
-        module lists the others (``hidyn.families.<model>.METHODS``).
+        lists the others (``hidyn.families.family(model).methods``).
     times, t_max, n_times, spacing
         As in :func:`simulate` (default 100 log-spaced times).  The result's ``time`` coordinate is
         exactly ``times`` when given, except for discrete dynamics (the DMFT of GD), which round
@@ -256,25 +256,25 @@ def theory(model="dln", *, method: str = "auto", times=None, t_max=None, n_times
         options = {k: v for k, v in params.items() if k not in fields}
     fam = family(spec.model)
     chosen = fam.auto_method(spec) if method == "auto" else method
-    if chosen not in fam.METHODS:
-        avail = ", ".join(map(repr, fam.METHODS))
+    if chosen not in fam.methods:
+        avail = ", ".join(map(repr, fam.methods))
         if method == "auto":
             raise NotImplementedError(f"no theory method is implemented yet for {spec.model!r} with "
                                       f"these parameters (auto chose {chosen!r}); available: {avail}")
         raise ValueError(f"method={method!r} is not a theory method of {spec.model!r}; valid: 'auto', {avail}")
-    known, open_ended = method_options(fam.METHODS[chosen])
+    known, open_ended = method_options(fam.methods[chosen])
     if not open_ended:
         check_options(f"theory({spec.model!r}, method={chosen!r})", set(options) - known - {"init"},
                       set(fields) | known | {"method", "times", "t_max", "n_times", "spacing", "init"})
     if sim is not None:
-        if not getattr(fam, "THEORY_NEEDS_INIT", False):
+        if not fam.theory_needs_init:
             raise ValueError(f"the {spec.model!r} theory does not start from a simulation; pass its "
                              f"parameters instead of init=<Dataset>")
         options["init"] = sim
-    own_times = getattr(fam, "OWN_TIMES", {}).get(chosen)
+    own_times = fam.own_times.get(chosen)
     if own_times is not None and ((times is not None and sim is None) or t_max is not None):
         raise ValueError(f"method={chosen!r} returns {own_times}: it takes no times or t_max")
-    default_grid = getattr(fam, "DEFAULT_TIMES", {}).get(chosen)
+    default_grid = fam.default_times.get(chosen)
     if default_grid is not None and times is None and n_times is None and spacing is None:
         # a solver with its own time grid (the DMFT's steps) returns all of it by default
         t = default_grid(spec, spec.default_t_max if t_max is None else
@@ -283,7 +283,7 @@ def theory(model="dln", *, method: str = "auto", times=None, t_max=None, n_times
         t = make_times(spec, times=times, t_max=t_max, n_times=100 if n_times is None else n_times,
                        spacing="log" if spacing is None else spacing)
     start = _time.perf_counter()
-    data_vars, extra = fam.METHODS[chosen](spec, t, **options)
+    data_vars, extra = fam.methods[chosen](spec, t, **options)
     wall = _time.perf_counter() - start
     t_out = extra.pop("time", t)
     coords = {"time": t_out, **extra.pop("coords", {})}
@@ -295,8 +295,7 @@ def theory(model="dln", *, method: str = "auto", times=None, t_max=None, n_times
     if used is not None:
         fields = {k: v for k, v in fields.items() if k in used}
     elif limit == "d->inf":
-        finite = getattr(fam, "FINITE_D_FIELDS", ("d",))
-        fields = {k: v for k, v in fields.items() if k not in finite}
+        fields = {k: v for k, v in fields.items() if k not in fam.finite_d_fields}
     attrs = {"method": chosen, "limit": limit,
              **{k: v for k, v in fields.items() if not isinstance(v, (list, dict))},
              "config_json": json.dumps({"model": spec.model, **fields}, sort_keys=True),
@@ -320,7 +319,7 @@ def compare(empirical, theory_ds=None, /, *, variables=None, tolerance=None, met
     variables : list of str, optional
         Default: every variable the two share.
     tolerance : Tolerance, optional
-        Default: the family's default for this spec (see ``hidyn.families.<model>.default_tolerance``).
+        Default: the family's default for this spec (``hidyn.families.family(model).default_tolerance``).
     same_spec : bool
         Refuse (ValueError) a theory whose spec differs from the simulation's in a field other than
         those that legitimately differ (``hidyn.checks.COMPARE_FREE_FIELDS``: d, ...).  ``False``
@@ -340,13 +339,13 @@ def compare(empirical, theory_ds=None, /, *, variables=None, tolerance=None, met
     spec = spec_from_dataset(empirical)
     fam = family(spec.model)
     if theory_ds is None:
-        th_spec = fam.theory_spec_for(spec) if hasattr(fam, "theory_spec_for") else spec
-        theory_ds = theory(th_spec, method=method, times=empirical["time"].values,
-                           **({"init": empirical} if getattr(family(spec.model), "THEORY_NEEDS_INIT", False)
-                              else {}))
-    if variables is None and hasattr(fam, "default_variables"):
-        variables = [v for v in fam.default_variables(spec) if v in theory_ds.data_vars]
+        theory_ds = theory(fam.theory_spec_for(spec), method=method, times=empirical["time"].values,
+                           **({"init": empirical} if fam.theory_needs_init else {}))
+    if variables is None:
+        wanted = fam.default_variables(spec)  # None: every variable the two share
+        if wanted is not None:
+            variables = [v for v in wanted if v in theory_ds.data_vars]
     if tolerance is None:
-        tolerance = fam.default_tolerance(spec, empirical) if hasattr(fam, "default_tolerance") else None
+        tolerance = fam.default_tolerance(spec, empirical)
     return compare_datasets(empirical, theory_ds, variables=variables, tolerance=tolerance,
                             d=getattr(spec, "d", None))

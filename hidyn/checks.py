@@ -363,7 +363,7 @@ def check_config(model, mode: str, params: dict, grid: dict, tolerance: dict, so
         valid = fields | _run_options(api.theory)
         fam = family(model)
         method = params.get("method", "auto")
-        candidates = [fam.METHODS[method]] if method in fam.METHODS else list(fam.METHODS.values())
+        candidates = [fam.methods[method]] if method in fam.methods else list(fam.methods.values())
         open_ended = False
         for func in candidates:
             names, var_kw = method_options(func)

@@ -14,11 +14,13 @@ def _info(_args) -> int:
     from hidyn import models
     from hidyn._versions import versions
     from hidyn.api import _backend_class
+    from hidyn.families import family
 
     print(f"hidyn {hidyn.__version__}")
     # a backend named after an optional package needs that package; the others need numpy only
     needs = {"numba": "numba", "jax": "jax"}
-    print("models (backends; '-' = its package is not installed; auto = the choice for the defaults):")
+    print("models (Monte-Carlo backends, '-' = its package is not installed; theory methods; "
+          "auto = the choice for the defaults):")
     for name in models.available():
         cls = models.spec_class(name)
         listed = [b if b not in needs or importlib.util.find_spec(needs[b]) is not None else f"-{b}"
@@ -28,6 +30,10 @@ def _info(_args) -> int:
         except Exception as err:  # an optional backend that fails to import must not break `info`
             auto = f"numpy ({type(err).__name__} while probing)"
         print(f"  {name:<14} backends: {', '.join(listed):<30} auto: {auto}")
+        # the theory side from the family contract (hidyn.families.family): its methods, and the
+        # one method="auto" picks for the default spec
+        fam = family(name)
+        print(f"  {'':<14} theory:   {', '.join(fam.methods)} (auto: {fam.auto_method(models.get(name))})")
     print("backend 'auto': jax if JAX sees a GPU, else numba if installed and the model has one "
           "that runs the parameters, else numpy")
     print("optional packages:")
@@ -149,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("validate", help="run the registered theory-vs-Monte-Carlo validation cases")
     p.add_argument("--quick", action="store_true",
                    help="the quick set at the smallest d (31 cases; measured 63 s wall, 90 CPU-s on 2 idle cores)")
-    p.add_argument("--family", help="only this model family (dln, two_layer, single_index)")
+    p.add_argument("--family", help="only this model family (one of the models `hidyn info` lists)")
     p.add_argument("--case", action="append", help="only this case (repeatable; see hidyn.validation.cases)")
     p.set_defaults(func=_validate)
     p = sub.add_parser("versions", help="versions of hidyn and its dependencies")

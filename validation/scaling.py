@@ -65,7 +65,7 @@ def finite_size_study(model: str, dims, *, variables, seeds: int = 8, theory_opt
     shared = None
     for j, d in enumerate(dims):
         sim = hidyn.simulate(model, d=int(d), seeds=seeds, progress=progress, **params)
-        if getattr(family(model), "THEORY_NEEDS_INIT", False):
+        if family(model).theory_needs_init:
             th = hidyn.theory(model, init=sim, **theory_options)
         else:
             if shared is None:

@@ -15,6 +15,7 @@ import warnings
 
 import numpy as np
 
+from hidyn.families._protocol import Family
 from hidyn.models.deep_linear import DeepLinearSpec
 
 #: compare(sim) computes the theory from the spec alone (the training set is fixed by data_seed)
@@ -239,3 +240,15 @@ def default_tolerance(spec: DeepLinearSpec, sim=None):
     from hidyn.validation.tolerance import Tolerance
 
     return Tolerance(z=4.0, c=C_WIDTH, p=0.5, rtol=0.05)
+
+
+# the family contract (hidyn/families/_protocol.py, docs/families.md): this module declares itself
+FAMILY = Family(
+    model="deep_linear",
+    spec_class=DeepLinearSpec,
+    methods=METHODS,
+    auto_method=auto_method,
+    theory_needs_init=THEORY_NEEDS_INIT,
+    default_variables=default_variables,
+    default_tolerance=default_tolerance,
+)

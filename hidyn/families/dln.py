@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from hidyn.families._protocol import Family
 from hidyn.models.dln import DLNSpec, initial_pq
 
 SCALARS = ("train_loss", "test_loss", "overlap", "norm1", "norm2", "tpr", "fpr")
@@ -376,3 +377,18 @@ def default_tolerance(spec: DLNSpec, sim=None):
     if spec.algorithm == "sgd":
         eta_term += 0.25 * spec.lr * spec.d / spec.batch
     return Tolerance(z=3.0, atol=eta_term * scale)
+
+
+# the family contract (hidyn/families/_protocol.py, docs/families.md): this module declares itself
+FAMILY = Family(
+    model="dln",
+    spec_class=DLNSpec,
+    methods=METHODS,
+    auto_method=auto_method,
+    default_variables=default_variables,
+    default_tolerance=default_tolerance,
+    theory_spec_for=theory_spec_for,
+    own_times=OWN_TIMES,
+    default_times=DEFAULT_TIMES,
+    finite_d_fields=FINITE_D_FIELDS,
+)

@@ -16,6 +16,7 @@ import warnings
 
 import numpy as np
 
+from hidyn.families._protocol import Family
 from hidyn.models.linear import (
     LinearSpec,
     eigenvalues,
@@ -189,3 +190,15 @@ def default_tolerance(spec: LinearSpec, sim=None):
     if spec.algorithm == "sgd":
         return Tolerance(z=Z_SGD)
     return Tolerance(z=4.0, c=C_GD, p=1.0)
+
+
+# the family contract (hidyn/families/_protocol.py, docs/families.md): this module declares itself
+FAMILY = Family(
+    model="linear",
+    spec_class=LinearSpec,
+    methods=METHODS,
+    auto_method=auto_method,
+    theory_needs_init=THEORY_NEEDS_INIT,
+    default_variables=default_variables,
+    default_tolerance=default_tolerance,
+)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from hidyn import rng as _rng
+from hidyn.families._protocol import Family
 from hidyn.models.matrix_sensing import MatrixSensingSpec, draw_init, ground_truth_basis
 
 #: compare(sim) passes the simulation to the theory as ``init`` (to draw the same X₀ per seed)
@@ -196,3 +197,15 @@ def default_tolerance(spec: MatrixSensingSpec, sim=None):
         z = 3.0
     c = 0.0 if spec.ratio is None else 0.3 * scale * log_term / np.sqrt(spec.ratio)
     return Tolerance(z=z, atol=atol, c=c, p=0.5)
+
+
+# the family contract (hidyn/families/_protocol.py, docs/families.md): this module declares itself
+FAMILY = Family(
+    model="matrix_sensing",
+    spec_class=MatrixSensingSpec,
+    methods=METHODS,
+    auto_method=auto_method,
+    theory_needs_init=THEORY_NEEDS_INIT,
+    default_variables=default_variables,
+    default_tolerance=default_tolerance,
+)

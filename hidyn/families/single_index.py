@@ -11,6 +11,7 @@ import math
 
 import numpy as np
 
+from hidyn.families._protocol import Family
 from hidyn.models.single_index import SIGMA_GEOMETRIES, SingleIndexSpec
 
 #: compare(sim) passes the simulation to the theory as ``init``
@@ -152,3 +153,16 @@ def default_tolerance(spec: SingleIndexSpec, sim=None):
     from hidyn.validation.tolerance import Tolerance
 
     return Tolerance(z=4.0, c=C_ABS, p=0.5, rtol=C_REL / math.sqrt(spec.d))
+
+
+# the family contract (hidyn/families/_protocol.py, docs/families.md): this module declares itself
+FAMILY = Family(
+    model="single_index",
+    spec_class=SingleIndexSpec,
+    methods=METHODS,
+    auto_method=auto_method,
+    theory_needs_init=THEORY_NEEDS_INIT,
+    default_variables=default_variables,
+    default_tolerance=default_tolerance,
+    inadmissible=inadmissible,
+)

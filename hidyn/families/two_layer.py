@@ -11,6 +11,7 @@ import warnings
 
 import numpy as np
 
+from hidyn.families._protocol import Family
 from hidyn.models.two_layer import TwoLayerSpec
 
 #: compare(sim) passes the simulation to the theory as ``init``
@@ -190,3 +191,16 @@ def default_tolerance(spec: TwoLayerSpec, sim=None):
     loss = Tolerance(z=3.0, c=0.3, p=0.5)
     return {"test_loss": loss, "train_loss": loss, "Q": Tolerance(z=3.0, c=0.5, p=0.5),
             "R": Tolerance(z=3.0, c=0.8, p=0.5), "v": Tolerance(z=3.0, c=0.5, p=0.5)}
+
+
+# the family contract (hidyn/families/_protocol.py, docs/families.md): this module declares itself
+FAMILY = Family(
+    model="two_layer",
+    spec_class=TwoLayerSpec,
+    methods=METHODS,
+    auto_method=auto_method,
+    theory_needs_init=THEORY_NEEDS_INIT,
+    default_variables=default_variables,
+    default_tolerance=default_tolerance,
+    inadmissible=inadmissible,
+)
