@@ -737,8 +737,10 @@ class DLNNumbaBackend(DLNNumpyBackend):
     Initial condition, teacher, data, random streams and observables are those of
     :class:`~hidyn.solvers.mc.dln_numpy.DLNNumpyBackend` (same Generators, same draws):
 
-    * GD: the fused one-pass gradient (:func:`dln_gd_fused`); agrees with numpy to rounding (BLAS and
-      the SIMD sums do not share an order);
+    * GD: the fused one-pass gradient (:func:`dln_gd_fused_observed`); agrees with numpy to rounding
+      (BLAS and the SIMD sums do not share an order).  Each ``advance`` ends with the pass at the new
+      weights: ``observe``'s train loss uses its residual (``state["r"]``, no second read of X per
+      save) and the next ``advance`` takes its gradient as the first step;
     * gradient flow: the reference's DOP853 in mirror coordinates with the fused gradient as the
       right-hand side (the same integrator, so the same step sizes up to rounding);
     * online and minibatch SGD: the draw threads (:func:`hidyn.rng.for_each_seed`, a contiguous range
