@@ -770,7 +770,7 @@ class DLNNumbaBackend(DLNNumpyBackend):
                 n_seeds = state["y"].shape[0]
                 state["gd_grad"] = np.zeros((n_seeds, 1, self.spec.d), dtype=self.dtype)
                 state["gd_res"] = np.zeros((n_seeds, 1, self.spec.n), dtype=self.dtype)
-                state["gd_grad_valid"] = False
+                state["gd_grad_at"] = None     # (w+, w−) at which gd_grad was formed
         s = self.spec
         self._prog_d = pairwise_program(s.d)
         self._prog_b = pairwise_program(s.batch) if s.algorithm == "sgd" else self._prog_d
@@ -795,9 +795,14 @@ class DLNNumbaBackend(DLNNumpyBackend):
             wp, wm = state["wp"][:, None, :], state["wm"][:, None, :]   # views: updated in place
             # the kernel ends with the pass at the new weights: its residual is what observe needs
             # (no second read of X per save), its gradient is the next call's first step
+            # the cached gradient is used only if the weights are still those it was formed at (a
+            # caller may have reset or stepped them in place, e.g. with the numpy backend): 2·S·d
+            # compares per call, nothing next to one pass over X
+            valid = (state["gd_grad_at"] is not None and np.array_equal(state["gd_grad_at"][0], state["wp"])
+                     and np.array_equal(state["gd_grad_at"][1], state["wm"]))
             dln_gd_fused_observed(state["X"], state["y3"], wp, wm, n, c_lr, 1.0 / s.ratio, state["gd_grad"],
-                                  state["gd_res"], state["gd_grad_valid"])
-            state["gd_grad_valid"] = True
+                                  state["gd_res"], valid)
+            state["gd_grad_at"] = (state["wp"].copy(), state["wm"].copy())
             state["r"] = state["gd_res"][:, 0, :]
             return state
         state["r"] = None
