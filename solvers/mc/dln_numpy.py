@@ -25,9 +25,10 @@ from scipy.integrate import solve_ivp
 
 from hidyn.models.dln import DLNSpec, initial_pq
 from hidyn.observables import dln_observables, dln_train_loss
+from hidyn.rng import for_each_seed_range
 
-__all__ = ["DLNNumpyBackend", "draw_teacher", "draw_minibatch_rows", "minibatch_gradient", "online_gradient",
-           "GF_RTOL", "GF_ATOL"]
+__all__ = ["DLNNumpyBackend", "draw_teacher", "draw_designs", "draw_minibatch_rows", "minibatch_gradient",
+           "online_gradient", "GF_RTOL", "GF_ATOL"]
 
 GF_RTOL = 1e-8
 GF_ATOL = 1e-10
@@ -102,6 +103,41 @@ def online_gradient(delta: np.ndarray, draws: np.ndarray, batch: int, noise: flo
     return (d / B) * (c_z * z + kappa * delta)
 
 
+def draw_designs(rngs, beta_star: np.ndarray, noise: float, X: np.ndarray, y: np.ndarray) -> None:
+    """Fill X[i] (n, d) with N(0, 1/d) entries and y[i] = X[i]β*[i] + σξ from seed i's Generator.
+
+    Parameters
+    ----------
+    rngs : list of numpy.random.Generator, one per seed (each used by one thread only)
+    beta_star : ndarray (S, d), float64
+    noise : float
+        Label-noise standard deviation σ.
+    X : ndarray (S, n, d), C-contiguous, float64 or float32 — out
+    y : ndarray (S, n), same dtype as X — out
+
+    Seed i draws its n·d design normals and then its n label-noise normals, so the values are those
+    of a serial loop over the seeds, whatever the number of threads; the seeds run on the draw
+    threads of :func:`hidyn.rng.for_each_seed_range` (numpy releases the GIL while filling and in the
+    matrix–vector product), so drawing the designs — the largest arrays of the run — uses all cores.
+    """
+    d = X.shape[-1]
+    scale = math.sqrt(d)
+
+    def draw(lo, hi):
+        for i in range(lo, hi):
+            r = rngs[i]
+            if X.dtype == np.float64:
+                # in place, no n·d temporary per thread: the same float64 normals divided by √d
+                r.standard_normal(out=X[i])
+                np.divide(X[i], scale, out=X[i])
+            else:
+                # float64 normals rounded to X's dtype after the division, as the draw always was
+                X[i] = r.standard_normal(X.shape[1:]) / scale
+            y[i] = X[i] @ beta_star[i] + noise * r.standard_normal(X.shape[1])
+
+    for_each_seed_range(draw, len(rngs))
+
+
 class DLNNumpyBackend:
     """Seeds-vectorised numpy DLN simulator; see the module docstring for the update rules."""
 
@@ -133,9 +169,7 @@ class DLNNumpyBackend:
         if s.ratio is not None:
             X = np.empty((len(rngs), s.n, s.d), dtype=self.dtype)
             y = np.empty((len(rngs), s.n), dtype=self.dtype)
-            for i, r in enumerate(rngs):
-                X[i] = r.standard_normal((s.n, s.d)) / math.sqrt(s.d)
-                y[i] = X[i] @ beta_star[i] + s.noise * r.standard_normal(s.n)
+            draw_designs(rngs, beta_star, s.noise, X, y)
             state.update(X=X, y=y)
         p0, q0 = initial_pq(s)
         shape = beta_star.shape

@@ -63,7 +63,7 @@ from hidyn.solvers.mc.two_layer_numpy import TwoLayerNumpyBackend
 
 __all__ = ["TwoLayerNumbaBackend", "DLNNumbaBackend", "SingleIndexNumbaBackend", "pairwise_sum",
            "pairwise_dot", "pairwise_program", "ACTIVATION_CODES", "activation_is_bitwise", "dln_gd_fused",
-           "dln_fused_gradient",
+           "dln_gd_fused_observed", "dln_fused_gradient",
            "set_draw_threads"]
 
 # --------------------------------------------------------------------------------------------------
@@ -464,12 +464,14 @@ _FAST = {"reassoc", "contract", "nsz"}
 
 
 @njit(cache=True, fastmath=_FAST, nogil=True)
-def _fused_rows(X, y, beta, part, lo, hi):
+def _fused_rows(X, y, beta, part, res, lo, hi):
     """part[g] += Σ_{lo ≤ μ < hi} (x_μ·β_g − y_{g,μ}) x_μ for every column g, reading each row once.
 
-    X (n, d), y (G, n), beta (G, d), part (G, d).  Rows go in blocks of 4: 4 residuals share each load
-    of β, and the partial gradient is read and written once per 4 rows (it would otherwise cost twice
-    the traffic of X itself).
+    X (n, d), y (G, n), beta (G, d), part (G, d), res (G, n).  The residuals r_{g,μ} = x_μ·β_g − y_{g,μ}
+    are also written to res[g, μ] (n stores per pass, free next to the n·d loads of X): the train
+    loss of β is then known without reading X again.  Rows go in blocks of 4: 4 residuals share each
+    load of β, and the partial gradient is read and written once per 4 rows (it would otherwise cost
+    twice the traffic of X itself).
     """
     G, d = beta.shape
     mu = lo
@@ -490,6 +492,10 @@ def _fused_rows(X, y, beta, part, lo, hi):
                 a1 += x1[i] * b
                 a2 += x2[i] * b
                 a3 += x3[i] * b
+            res[g, mu] = a0
+            res[g, mu + 1] = a1
+            res[g, mu + 2] = a2
+            res[g, mu + 3] = a3
             pg = part[g]
             for i in range(d):
                 pg[i] += a0 * x0[i] + a1 * x1[i] + a2 * x2[i] + a3 * x3[i]
@@ -501,6 +507,7 @@ def _fused_rows(X, y, beta, part, lo, hi):
             acc = -y[g, mu]
             for i in range(d):
                 acc += x[i] * bg[i]
+            res[g, mu] = acc
             pg = part[g]
             for i in range(d):
                 pg[i] += acc * x[i]
@@ -508,8 +515,9 @@ def _fused_rows(X, y, beta, part, lo, hi):
 
 
 @njit(cache=True, parallel=True, fastmath=_FAST, nogil=True)
-def _fused_partials(X, y, beta, partial):
-    """partial[s, c] ← chunk c's share of Xᵀ(Xβ − y) for design s (one job per (s, c), in parallel)."""
+def _fused_partials(X, y, beta, partial, res):
+    """partial[s, c] ← chunk c's share of Xᵀ(Xβ − y) for design s (one job per (s, c), in parallel);
+    res (S, G, n) ← the residuals Xβ − y of the same pass."""
     S, n, _ = X.shape
     n_chunks = partial.shape[1]
     rows = (n + n_chunks - 1) // n_chunks
@@ -519,7 +527,7 @@ def _fused_partials(X, y, beta, partial):
         part = partial[s, c]
         part[:] = 0
         lo = c * rows
-        _fused_rows(X[s], y[s], beta[s], part, lo, min(n, lo + rows))
+        _fused_rows(X[s], y[s], beta[s], part, res[s], lo, min(n, lo + rows))
 
 
 @njit(cache=True, parallel=True, fastmath=_FAST, nogil=True)
@@ -554,12 +562,13 @@ def dln_gd_fused(X, y, wp, wm, n_steps, c_lr, inv_ratio, n_chunks):
     G = wp.shape[1]
     beta = np.empty((S, G, d), dtype=wp.dtype)
     partial = np.zeros((S, n_chunks, G, d), dtype=wp.dtype)
+    res = np.empty((S, G, n), dtype=wp.dtype)
     for _ in range(n_steps):
         for s in prange(S):
             for g in range(G):
                 for i in range(d):
                     beta[s, g, i] = wp[s, g, i] * wp[s, g, i] - wm[s, g, i] * wm[s, g, i]
-        _fused_partials(X, y, beta, partial)
+        _fused_partials(X, y, beta, partial, res)
         for s in prange(S):
             for g in range(G):
                 for i in range(d):
@@ -571,11 +580,71 @@ def dln_gd_fused(X, y, wp, wm, n_steps, c_lr, inv_ratio, n_chunks):
                     wm[s, g, i] *= 1.0 + step
 
 
+@njit(cache=True, parallel=True, fastmath=_FAST, nogil=True)
+def dln_gd_fused_observed(X, y, wp, wm, n_steps, c_lr, inv_ratio, grad, res, have_grad):
+    """:func:`dln_gd_fused` (one row chunk per design) that also leaves the residual of the final β.
+
+    The pass that forms the gradient at β reads every row of X and so yields r = Xβ − y for free; but
+    the gradient step comes after that pass, so the residual of the weights *after* ``n_steps`` steps
+    would only appear in the next call's first pass.  This kernel runs that pass at the end of the
+    call instead, keeps its gradient in ``grad`` and uses it, with ``have_grad`` true, as the first
+    step of the next call: a run of k steps with s saves costs k + 1 passes over X, not k + s.
+
+    Parameters
+    ----------
+    X : ndarray (S, n, d)
+    y : ndarray (S, G, n)
+    wp, wm : ndarray (S, G, d)
+        w±, updated in place as by :func:`dln_gd_fused`.
+    n_steps : int
+    c_lr, inv_ratio : float
+        c·η and 1/δ.
+    grad : ndarray (S, G, d)
+        In: Xᵀ(Xβ − y) at the current β when ``have_grad`` (not yet divided by δ); out: the same at the
+        final β.
+    res : ndarray (S, G, n)
+        Out: Xβ − y at the final β (the residual the train loss needs).
+    have_grad : bool
+        Whether ``grad`` already holds the gradient at the current weights (the previous call's).
+
+    Notes
+    -----
+    With one row chunk ``grad`` is exactly the single partial sum :func:`dln_gd_fused` forms, and the
+    step uses it through the same expression, so trajectories are those of :func:`dln_gd_fused` with
+    ``n_chunks=1``; the residuals are the pass's dot products (SIMD order, not BLAS's): equal to a
+    numpy matmul to rounding.
+    """
+    S, n, d = X.shape
+    G = wp.shape[1]
+    beta = np.empty((S, G, d), dtype=wp.dtype)
+    partial = np.zeros((S, 1, G, d), dtype=wp.dtype)
+    for k in range(n_steps + 1):
+        if k > 0 or not have_grad:
+            for s in prange(S):
+                for g in range(G):
+                    for i in range(d):
+                        beta[s, g, i] = wp[s, g, i] * wp[s, g, i] - wm[s, g, i] * wm[s, g, i]
+            _fused_partials(X, y, beta, partial, res)
+            for s in prange(S):
+                for g in range(G):
+                    for i in range(d):
+                        grad[s, g, i] = partial[s, 0, g, i]
+        if k == n_steps:
+            break
+        for s in prange(S):
+            for g in range(G):
+                for i in range(d):
+                    step = c_lr * (grad[s, g, i] * inv_ratio)
+                    wp[s, g, i] *= 1.0 - step
+                    wm[s, g, i] *= 1.0 + step
+
+
 def dln_fused_gradient(X, y, beta, inv_ratio, n_chunks=1):
     """Xᵀ(Xβ − y)/δ with each row of X read once: X (S, n, d), y (S, G, n), beta (S, G, d) → (S, G, d)."""
     S, G, d = beta.shape
     partial = np.empty((S, n_chunks, G, d), dtype=beta.dtype)
-    _fused_partials(X, y, np.ascontiguousarray(beta), partial)
+    res = np.empty(y.shape, dtype=beta.dtype)
+    _fused_partials(X, y, np.ascontiguousarray(beta), partial, res)
     return partial.sum(axis=1) * inv_ratio
 
 
@@ -668,8 +737,10 @@ class DLNNumbaBackend(DLNNumpyBackend):
     Initial condition, teacher, data, random streams and observables are those of
     :class:`~hidyn.solvers.mc.dln_numpy.DLNNumpyBackend` (same Generators, same draws):
 
-    * GD: the fused one-pass gradient (:func:`dln_gd_fused`); agrees with numpy to rounding (BLAS and
-      the SIMD sums do not share an order);
+    * GD: the fused one-pass gradient (:func:`dln_gd_fused_observed`); agrees with numpy to rounding
+      (BLAS and the SIMD sums do not share an order).  Each ``advance`` ends with the pass at the new
+      weights: ``observe``'s train loss uses its residual (``state["r"]``, no second read of X per
+      save) and the next ``advance`` takes its gradient as the first step;
     * gradient flow: the reference's DOP853 in mirror coordinates with the fused gradient as the
       right-hand side (the same integrator, so the same step sizes up to rounding);
     * online and minibatch SGD: the draw threads (:func:`hidyn.rng.for_each_seed`, a contiguous range
@@ -693,6 +764,13 @@ class DLNNumbaBackend(DLNNumpyBackend):
         state = super().init(seed_sequences)
         if self.spec.ratio is not None:
             state["y3"] = np.ascontiguousarray(state["y"][:, None, :])
+            if self.spec.algorithm == "gd":
+                # the GD kernel's last pass (dln_gd_fused_observed): gradient and residual at the
+                # current weights; the gradient is valid only after the first advance
+                n_seeds = state["y"].shape[0]
+                state["gd_grad"] = np.zeros((n_seeds, 1, self.spec.d), dtype=self.dtype)
+                state["gd_res"] = np.zeros((n_seeds, 1, self.spec.n), dtype=self.dtype)
+                state["gd_grad_at"] = None     # (w+, w−) at which gd_grad was formed
         s = self.spec
         self._prog_d = pairwise_program(s.d)
         self._prog_b = pairwise_program(s.batch) if s.algorithm == "sgd" else self._prog_d
@@ -715,7 +793,18 @@ class DLNNumbaBackend(DLNNumpyBackend):
             # one row chunk per design: each seed's sums then never depend on the number of seeds or
             # threads (seed i of a run equals the same seed run alone, bit for bit)
             wp, wm = state["wp"][:, None, :], state["wm"][:, None, :]   # views: updated in place
-            dln_gd_fused(state["X"], state["y3"], wp, wm, n, c_lr, 1.0 / s.ratio, 1)
+            # the kernel ends with the pass at the new weights: its residual is what observe needs
+            # (no second read of X per save), its gradient is the next call's first step
+            # the cached gradient is used only if the weights are still those it was formed at (a
+            # caller may have reset or stepped them in place, e.g. with the numpy backend): 2·S·d
+            # compares per call, nothing next to one pass over X
+            valid = (state["gd_grad_at"] is not None and np.array_equal(state["gd_grad_at"][0], state["wp"])
+                     and np.array_equal(state["gd_grad_at"][1], state["wm"]))
+            dln_gd_fused_observed(state["X"], state["y3"], wp, wm, n, c_lr, 1.0 / s.ratio, state["gd_grad"],
+                                  state["gd_res"], valid)
+            state["gd_grad_at"] = (state["wp"].copy(), state["wm"].copy())
+            state["r"] = state["gd_res"][:, 0, :]
+            return state
         state["r"] = None
         return state
 

@@ -180,6 +180,60 @@ def test_fused_gd_seed_alone_equals_seed_in_a_run():
     np.testing.assert_array_equal(a["train_loss"].sel(seed=1), b["train_loss"].sel(seed=1))
 
 
+def test_observed_kernel_steps_like_the_fused_kernel_and_keeps_the_final_residual():
+    """Split into calls (the cached gradient is the next call's first step), the observed kernel's
+    weights equal one :func:`dln_gd_fused` run of the same steps bit for bit, and its residual is
+    Xβ − y at the final weights (a numpy matmul, to rounding).  float64 only: a float32
+    specialisation would cost CI ~15 s of compilation for the same code path."""
+    precision = "float64"
+    r = np.random.default_rng(7)
+    S, n, d = 3, 70, 130            # n not a multiple of 4: the kernel's tail rows are covered too
+    dt = np.dtype(precision)
+    X = (r.standard_normal((S, n, d)) / math.sqrt(d)).astype(dt)
+    y = r.standard_normal((S, 1, n)).astype(dt)
+    wp = (0.3 + 0.01 * r.standard_normal((S, 1, d))).astype(dt)
+    wm = np.full((S, 1, d), 0.3, dtype=dt)
+    wp1, wm1 = wp.copy(), wm.copy()
+    nb.dln_gd_fused(X, y, wp1, wm1, 12, 0.1, 2.0, 1)
+    grad, res = np.zeros((S, 1, d), dtype=dt), np.zeros((S, 1, n), dtype=dt)
+    valid = False
+    for k in (1, 5, 6):
+        nb.dln_gd_fused_observed(X, y, wp, wm, k, 0.1, 2.0, grad, res, valid)
+        valid = True
+    np.testing.assert_array_equal(wp, wp1)
+    np.testing.assert_array_equal(wm, wm1)
+    beta = (wp.astype(np.float64) ** 2 - wm.astype(np.float64) ** 2)
+    expected = np.matmul(X.astype(np.float64), beta[:, 0, :, None])[..., 0] - y[:, 0, :]
+    np.testing.assert_allclose(res[:, 0, :], expected, rtol=1e-12, atol=1e-12 * np.abs(expected).max())
+
+
+@pytest.mark.parametrize("parametrization", ["uv", "pm"])
+def test_gd_observe_reuses_the_kernel_residual_and_equals_the_matmul(parametrization):
+    """After advance, GD's train loss comes from the kernel's last pass (no matmul over X) and equals
+    the recomputed (1/n)‖Xβ − y‖² to 1e-12 relative; the trajectory is the plain fused kernel's."""
+    spec = models.get("dln", d=160, ratio=0.6, lr=0.2, noise=0.1, parametrization=parametrization,
+                      init_scale=0.3)
+    ss = rng.seed_sequences(0, [0, 1, 2])
+    be = nb.DLNNumbaBackend(spec)
+    state = be.init(ss)
+    wp, wm = state["wp"].copy()[:, None, :], state["wm"].copy()[:, None, :]
+    for n in (1, 9, 40):
+        be.advance(state, n)
+        assert state["r"] is not None and np.shares_memory(state["r"], state["gd_res"])
+        obs = be.observe(state)
+        beta = be._beta(state)
+        recomputed = np.mean((np.matmul(state["X"], beta[..., None])[..., 0] - state["y"]) ** 2, axis=-1)
+        np.testing.assert_allclose(obs["train_loss"], recomputed, rtol=1e-12, atol=0)
+    nb.dln_gd_fused(state["X"], state["y3"], wp, wm, 50, spec.clock * spec.lr, 1.0 / spec.ratio, 1)
+    np.testing.assert_array_equal(state["wp"], wp[:, 0, :])
+    np.testing.assert_array_equal(state["wm"], wm[:, 0, :])
+    # weights reset in place: the cached gradient (formed at the old weights) must not be used
+    state["wp"][:], state["wm"][:] = state["wp0"], state["wm0"]
+    be.advance(state, 50)
+    np.testing.assert_array_equal(state["wp"], wp[:, 0, :])
+    np.testing.assert_array_equal(state["wm"], wm[:, 0, :])
+
+
 DLN_SGD_CASES = [
     dict(ratio=None, batch_size=1, noise=0.1),                       # online, label noise
     dict(ratio=None, batch_size=9, noise=0.0),                       # online, B > 8 (8-lane sums)

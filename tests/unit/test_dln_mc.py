@@ -174,3 +174,28 @@ def test_no_warnings_on_a_normal_run():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         hidyn.simulate("dln", d=64, t_max=1.0, seeds=2, progress=False)
+
+
+@pytest.mark.parametrize("precision", ["float64", "float32"])
+@pytest.mark.parametrize("threads", [1, 3])
+def test_designs_drawn_on_the_draw_threads_equal_the_serial_draw(precision, threads):
+    """init draws each seed's X and y on the draw threads; the values are bitwise those of the serial
+    loop over seeds (each seed's own Generator: teacher, then X, then label noise)."""
+    spec = models.get("dln", d=64, ratio=0.75, noise=0.2)
+    ss = rng.seed_sequences(3, [0, 2, 5, 6])
+    old = rng.draw_threads()
+    rng.set_draw_threads(threads)
+    try:
+        state = DLNNumpyBackend(spec, precision).init(ss)
+    finally:
+        rng.set_draw_threads(old)
+    from hidyn.solvers.mc.dln_numpy import draw_teacher
+    dt = np.dtype(precision)
+    for i, s in enumerate(ss):
+        r = np.random.Generator(np.random.PCG64(s))
+        bs = draw_teacher(r, spec.d, spec.sparsity, spec.teacher, spec.exact_sparsity)
+        X = (r.standard_normal((spec.n, spec.d)) / math.sqrt(spec.d)).astype(dt)
+        y = (X @ bs + spec.noise * r.standard_normal(spec.n)).astype(dt)
+        np.testing.assert_array_equal(state["X"][i], X)
+        np.testing.assert_array_equal(state["y"][i], y)
+        np.testing.assert_array_equal(state["beta_star"][i], bs.astype(dt))
