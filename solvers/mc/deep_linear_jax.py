@@ -26,7 +26,7 @@ import math
 import numpy as np
 
 from hidyn.models.deep_linear import DeepLinearSpec
-from hidyn.solvers.mc.deep_linear_numpy import batch_seed_sequence, draw_init
+from hidyn.solvers.mc.deep_linear_numpy import DeepLinearGridBackend, batch_seed_sequence, draw_init
 
 __all__ = ["DeepLinearJaxBackend"]
 
@@ -128,7 +128,7 @@ def _step_fn(depth: int, dense: bool, sgd: bool):
     return jax.jit(step), jax.jit(observe)
 
 
-class DeepLinearJaxBackend:
+class DeepLinearJaxBackend(DeepLinearGridBackend):
     """Seeds × learning-rates vectorised GD / minibatch SGD in JAX (CPU or GPU); see the module docstring.
 
     Observables and dims as :class:`~hidyn.solvers.mc.deep_linear_numpy.DeepLinearNumpyBackend`.
@@ -139,19 +139,9 @@ class DeepLinearJaxBackend:
     def __init__(self, spec: DeepLinearSpec, precision: str = "float64"):
         if precision not in ("float64", "float32"):
             raise ValueError(f"precision={precision!r} is invalid: must be 'float64' or 'float32'")
-        self.spec = spec
+        self._setup_grid(spec)
         self.precision = precision
         self.np_dtype = np.dtype(precision)
-        self.time_per_step = 1.0
-        self.variables = {"train_loss": ("lr",), "test_loss": ("lr",), "alignment": ("lr",),
-                          "weight_change": ("lr", "layer")}
-        self.unit_shape = (spec.lrs.size,)
-        self.coords = {"lr": spec.lrs.copy(), "layer": np.arange(spec.n_layers)}
-        S_hat, c_hat, _, w_star = spec.moments()
-        X, y, _ = spec.dataset()
-        self.Xh, self.y, self.S_hat, self.c_hat, self.w_star = X / math.sqrt(spec.d_in), y, S_hat, c_hat, w_star
-        n = spec.width
-        self.norm0 = spec.init_std() * math.sqrt(n) * np.array([1.0] + [2.0] * spec.depth + [1.0])
 
     def memory_bytes(self, n_seeds: int) -> int:
         s = self.spec
@@ -258,8 +248,5 @@ class DeepLinearJaxBackend:
         return {"train_loss": train, "test_loss": test, "alignment": align, "weight_change": wc}
 
     def attrs(self, st):
-        s = self.spec
-        p, q = s.exponents
         platforms = sorted({dev.platform for dev in st["dev"]["W0"].devices()})
-        return {"init_variance_exponent": p, "lr_exponent": q, "regime": s.regime or "custom",
-                "lr_grid": s.lrs, "jax_device": ",".join(platforms)}
+        return {**self._grid_attrs(), "jax_device": ",".join(platforms)}

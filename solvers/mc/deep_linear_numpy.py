@@ -68,7 +68,34 @@ def _spectral_norm_dense(D):
     return np.sqrt(_top_eigenvalue(G))
 
 
-class DeepLinearNumpyBackend:
+class DeepLinearGridBackend:
+    """What every deep-linear backend shares: the seeds × learning-rates layout (``unit_shape = (R,)``,
+    dims ``lr`` and ``layer``), the fixed training set drawn from ``data_seed`` and its moments, and the
+    scale of the initial weights that ``weight_change`` divides by."""
+
+    def _setup_grid(self, spec: DeepLinearSpec) -> None:
+        self.spec = spec
+        self.time_per_step = 1.0
+        self.variables = {"train_loss": ("lr",), "test_loss": ("lr",), "alignment": ("lr",),
+                          "weight_change": ("lr", "layer")}
+        self.unit_shape = (spec.lrs.size,)
+        self.coords = {"lr": spec.lrs.copy(), "layer": np.arange(spec.n_layers)}
+        S_hat, c_hat, _, w_star = spec.moments()
+        X, y, _ = spec.dataset()
+        self.Xh = X / math.sqrt(spec.d_in)                       # (P, d), x̂ = x/√d
+        self.y = y
+        self.S_hat, self.c_hat, self.w_star = S_hat, c_hat, w_star
+        # leading n → ∞ term of ‖W_ℓ(0)‖₂ (Bai–Yin): s√n for the input (fan-in d fixed) and readout
+        # (fan-out 1), 2s√n for the n × n hidden layers (deep_linear.md §1, weight_change)
+        self.norm0 = spec.init_std() * math.sqrt(spec.width) * np.array([1.0] + [2.0] * spec.depth + [1.0])
+
+    def _grid_attrs(self) -> dict:
+        s = self.spec
+        p, q = s.exponents
+        return {"init_variance_exponent": p, "lr_exponent": q, "regime": s.regime or "custom", "lr_grid": s.lrs}
+
+
+class DeepLinearNumpyBackend(DeepLinearGridBackend):
     """Seeds × learning-rates vectorised GD / minibatch SGD of f(x) = vᵀW_L⋯W_0 x/√d.
 
     Observables: ``train_loss`` (S, R), ``test_loss`` (S, R), ``alignment`` (S, R) and
@@ -79,24 +106,9 @@ class DeepLinearNumpyBackend:
     name = "numpy"
 
     def __init__(self, spec: DeepLinearSpec, precision: str = "float64"):
-        self.spec = spec
+        self._setup_grid(spec)
         self.dtype = np.dtype(precision)
-        self.time_per_step = 1.0
-        self.variables = {"train_loss": ("lr",), "test_loss": ("lr",), "alignment": ("lr",),
-                          "weight_change": ("lr", "layer")}
-        self.unit_shape = (spec.lrs.size,)
-        self.coords = {"lr": spec.lrs.copy(), "layer": np.arange(spec.n_layers)}
-        S_hat, c_hat, yy, w_star = spec.moments()
-        X, y, _ = spec.dataset()
-        self.Xh = X / math.sqrt(spec.d_in)                       # (P, d), x̂ = x/√d
-        self.y = y
-        self.S_hat, self.c_hat, self.w_star = S_hat, c_hat, w_star
         self.eta = spec.layer_lrs()                              # (R, L+2)
-        n = spec.width
-        std = spec.init_std()
-        # leading n → ∞ term of ‖W_ℓ(0)‖₂ (Bai–Yin): s√n for the input (fan-in d fixed) and readout
-        # (fan-out 1), 2s√n for the n × n hidden layers (deep_linear.md §1, weight_change)
-        self.norm0 = std * math.sqrt(n) * np.array([1.0] + [2.0] * spec.depth + [1.0])
 
     # ------------------------------------------------------------------ memory
     def memory_bytes(self, n_seeds: int) -> int:
@@ -252,7 +264,4 @@ class DeepLinearNumpyBackend:
         return {"train_loss": train, "test_loss": test, "alignment": align, "weight_change": wc}
 
     def attrs(self, state):
-        s = self.spec
-        p, q = s.exponents
-        return {"init_variance_exponent": p, "lr_exponent": q, "regime": s.regime or "custom",
-                "lr_grid": s.lrs}
+        return self._grid_attrs()
